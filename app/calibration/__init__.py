@@ -1,0 +1,26 @@
+"""Score calibration as a library on numpy arrays: methods, metrics, selection, artifact."""
+
+from app.calibration.comparison import paired_bootstrap
+from app.calibration.methods import (
+    ARTIFACT_FORMAT,
+    METHODS,
+    Calibrator,
+    identity_calibrator,
+    load_calibrator,
+)
+from app.calibration.metrics import evaluate, reliability_bins
+from app.calibration.selection import fit_calibrator
+from app.calibration.validation import validate_scores_labels
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "METHODS",
+    "Calibrator",
+    "evaluate",
+    "fit_calibrator",
+    "identity_calibrator",
+    "load_calibrator",
+    "paired_bootstrap",
+    "reliability_bins",
+    "validate_scores_labels",
+]

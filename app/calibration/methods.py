@@ -1,0 +1,446 @@
+"""The five calibration maps: fitting, applying, and the JSON artifact they persist as."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import isotonic_regression, minimize
+
+from app.calibration.validation import INPUT_CLIP, check_probabilities
+
+ARTIFACT_FORMAT = "calibrator/v1"
+METHODS: tuple[str, ...] = ("identity", "platt", "beta", "isotonic", "histogram")
+
+FloatArray = NDArray[np.float64]
+
+# Pseudo-counts at the base rate added to every isotonic block / histogram bin:
+# a block of three negatives then predicts a small probability, not 0, so the
+# log loss on new data stays finite without an arbitrary clip.
+_PRIOR_STRENGTH = 2.0
+# Rows per chunk when evaluating the logistic loss: bounds temporary memory on
+# millions of samples at no measurable cost in speed.
+_CHUNK = 1 << 17
+
+
+# --------------------------------------------------------------------------- maps
+
+
+def _logit(p: FloatArray, clip: tuple[float, float]) -> FloatArray:
+    z = np.clip(p, clip[0], clip[1])
+    out = np.log(z)
+    np.negative(z, out=z)
+    np.log1p(z, out=z)
+    out -= z
+    return out
+
+
+def _sigmoid_inplace(s: FloatArray) -> FloatArray:
+    # 1 / (1 + exp(-s)); exp overflowing to inf for very negative s gives the
+    # correct limit 0.
+    np.negative(s, out=s)
+    with np.errstate(over="ignore"):
+        np.exp(s, out=s)
+    s += 1.0
+    np.reciprocal(s, out=s)
+    return s
+
+
+def _apply_platt(p: FloatArray, params: Mapping[str, Any], clip: tuple[float, float]) -> FloatArray:
+    s = _logit(p, clip)
+    s *= params["a"]
+    s += params["b"]
+    return _sigmoid_inplace(s)
+
+
+def _apply_beta(p: FloatArray, params: Mapping[str, Any], clip: tuple[float, float]) -> FloatArray:
+    z = np.clip(p, clip[0], clip[1])
+    s = np.log(z)
+    s *= params["a"]
+    np.negative(z, out=z)
+    np.log1p(z, out=z)
+    z *= params["b"]
+    s -= z
+    s += params["c"]
+    return _sigmoid_inplace(s)
+
+
+def _apply_isotonic(
+    p: FloatArray, params: Mapping[str, Any], clip: tuple[float, float]
+) -> FloatArray:
+    return np.interp(p, params["_x"], params["_y"])
+
+
+def _apply_histogram(
+    p: FloatArray, params: Mapping[str, Any], clip: tuple[float, float]
+) -> FloatArray:
+    return params["_values"][np.searchsorted(params["_inner"], p, side="right")]
+
+
+def _apply_identity(
+    p: FloatArray, params: Mapping[str, Any], clip: tuple[float, float]
+) -> FloatArray:
+    return p.copy()
+
+
+_APPLY: dict[str, Callable[[FloatArray, Mapping[str, Any], tuple[float, float]], FloatArray]] = {
+    "identity": _apply_identity,
+    "platt": _apply_platt,
+    "beta": _apply_beta,
+    "isotonic": _apply_isotonic,
+    "histogram": _apply_histogram,
+}
+
+
+# ------------------------------------------------------------------ parameters
+
+
+def _finite(params: Mapping[str, Any], key: str, method: str, *, nonneg: bool = False) -> float:
+    if key not in params:
+        raise ValueError(f"{method} params missing {key!r}")
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise ValueError(f"{method} param {key!r} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{method} param {key!r} must be finite, got {value!r}")
+    if nonneg and value < 0.0:
+        raise ValueError(f"{method} param {key!r} must be >= 0, got {value!r}")
+    return value
+
+
+def _float_list(params: Mapping[str, Any], key: str, method: str) -> list[float]:
+    if key not in params:
+        raise ValueError(f"{method} params missing {key!r}")
+    value = params[key]
+    if isinstance(value, str | bytes | Mapping):
+        raise ValueError(f"{method} param {key!r} must be a list of numbers")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{method} param {key!r} must be a list of numbers") from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{method} param {key!r} must be a non-empty list of numbers")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{method} param {key!r} must contain only finite numbers")
+    return [float(v) for v in arr]
+
+
+def _steps_down(values: list[float], *, strict: bool) -> bool:
+    steps = np.diff(values)
+    return bool(np.any(steps <= 0.0) if strict else np.any(steps < 0.0))
+
+
+def _canonical_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``params`` for ``method`` and return them as plain Python floats."""
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be an object, got {type(params).__name__}")
+    if method == "identity":
+        return {}
+    if method == "platt":
+        return {"a": _finite(params, "a", method, nonneg=True), "b": _finite(params, "b", method)}
+    if method == "beta":
+        return {
+            "a": _finite(params, "a", method, nonneg=True),
+            "b": _finite(params, "b", method, nonneg=True),
+            "c": _finite(params, "c", method),
+        }
+    if method == "isotonic":
+        x, y = _float_list(params, "x", method), _float_list(params, "y", method)
+        if len(x) != len(y):
+            raise ValueError(f"isotonic params x and y differ in length: {len(x)} != {len(y)}")
+        if _steps_down(x, strict=False):
+            raise ValueError("isotonic param 'x' must be non-decreasing")
+        if _steps_down(y, strict=False):
+            raise ValueError("isotonic param 'y' must be non-decreasing")
+        if y[0] < 0.0 or y[-1] > 1.0:
+            raise ValueError("isotonic param 'y' must lie in [0, 1]")
+        return {"x": x, "y": y}
+    if method == "histogram":
+        edges, values = _float_list(params, "edges", method), _float_list(params, "values", method)
+        if len(edges) != len(values) + 1:
+            raise ValueError(
+                f"histogram needs len(edges) == len(values) + 1, got {len(edges)} and {len(values)}"
+            )
+        if _steps_down(edges, strict=True):
+            raise ValueError("histogram param 'edges' must be strictly increasing")
+        if _steps_down(values, strict=False):
+            raise ValueError("histogram param 'values' must be non-decreasing")
+        if values[0] < 0.0 or values[-1] > 1.0:
+            raise ValueError("histogram param 'values' must lie in [0, 1]")
+        return {"edges": edges, "values": values}
+    raise ValueError(f"unknown calibration method {method!r}; expected one of {METHODS}")
+
+
+def _check_clip(clip: Any) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in clip)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_clip must be a pair of numbers, got {clip!r}") from None
+    if not (0.0 <= lo < hi <= 1.0):
+        raise ValueError(f"input_clip must satisfy 0 <= lo < hi <= 1, got {clip!r}")
+    return lo, hi
+
+
+class Calibrator:
+    """A fitted, monotone map from raw scores to calibrated probabilities.
+
+    Parameters
+    ----------
+    method : str
+        One of ``METHODS``.
+    params : mapping
+        The method's parameters as in the ``calibrator/v1`` artifact.
+    input_clip : pair of float, default=(1e-12, 1 - 1e-12)
+        Scores are clipped into this range before any log-odds.
+    selection : dict, optional
+        How ``fit_calibrator(method="auto")`` chose the method (JSON-safe).
+
+    Raises
+    ------
+    ValueError
+        Unknown method, missing or invalid parameters.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        params: Mapping[str, Any],
+        input_clip: tuple[float, float] = INPUT_CLIP,
+        selection: dict[str, Any] | None = None,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown calibration method {method!r}; expected one of {METHODS}")
+        self.method = method
+        self.params = _canonical_params(method, params)
+        self.input_clip = _check_clip(input_clip)
+        self.selection = selection
+        # Arrays are built from the same Python floats the artifact stores, so a
+        # reloaded calibrator computes bit-identical outputs.
+        self._apply_params: dict[str, Any] = dict(self.params)
+        if method == "isotonic":
+            self._apply_params["_x"] = np.asarray(self.params["x"], dtype=np.float64)
+            self._apply_params["_y"] = np.asarray(self.params["y"], dtype=np.float64)
+        elif method == "histogram":
+            self._apply_params["_inner"] = np.asarray(self.params["edges"][1:-1], dtype=np.float64)
+            self._apply_params["_values"] = np.asarray(self.params["values"], dtype=np.float64)
+
+    def predict(self, scores: ArrayLike) -> FloatArray:
+        """Calibrated probabilities for ``scores``.
+
+        Parameters
+        ----------
+        scores : array-like of shape (n_samples,)
+            Raw scores in [0, 1].
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), float64 in [0, 1], non-decreasing in the score.
+        """
+        p = check_probabilities(scores, "scores")
+        return _APPLY[self.method](p, self._apply_params, self.input_clip)
+
+    def to_artifact(self) -> dict[str, Any]:
+        """The portable, JSON-safe ``calibrator/v1`` form (no segment or version)."""
+        return {
+            "format": ARTIFACT_FORMAT,
+            "method": self.method,
+            "params": {k: list(v) if isinstance(v, list) else v for k, v in self.params.items()},
+            "input_clip": [self.input_clip[0], self.input_clip[1]],
+        }
+
+    def __repr__(self) -> str:
+        return f"Calibrator(method={self.method!r}, params={self.params!r})"
+
+
+def load_calibrator(artifact: Mapping[str, Any]) -> Calibrator:
+    """Rebuild a calibrator from its ``calibrator/v1`` artifact.
+
+    Parameters
+    ----------
+    artifact : mapping
+        At least ``format``, ``method`` and ``params``; ``input_clip`` defaults to
+        (1e-12, 1 - 1e-12). Other keys (segment, version, metrics, ...) are ignored.
+
+    Returns
+    -------
+    Calibrator
+
+    Raises
+    ------
+    ValueError
+        Unknown format or method (named in the message), missing or invalid params.
+    """
+    if not isinstance(artifact, Mapping):
+        raise ValueError(f"artifact must be an object, got {type(artifact).__name__}")
+    fmt = artifact.get("format")
+    if fmt != ARTIFACT_FORMAT:
+        raise ValueError(f"unknown artifact format {fmt!r}; expected {ARTIFACT_FORMAT!r}")
+    method = artifact.get("method")
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; expected one of {METHODS}")
+    if "params" not in artifact:
+        raise ValueError("artifact has no 'params'")
+    return Calibrator(method, artifact["params"], artifact.get("input_clip", INPUT_CLIP))
+
+
+def identity_calibrator() -> Calibrator:
+    """The calibrator that returns scores unchanged (the fallback before any training)."""
+    return Calibrator("identity", {})
+
+
+# --------------------------------------------------------------------- fitting
+
+
+def _logistic_fit(features: FloatArray, y: FloatArray, w0: FloatArray, n_nonneg: int) -> FloatArray:
+    """Minimise the logistic loss with Platt's smoothed targets over ``[features, 1] @ w``.
+
+    The first ``n_nonneg`` weights are bounded below by 0 (monotonicity).
+    """
+    n, k = features.shape
+    n_pos = float(y.sum())
+    n_neg = n - n_pos
+    t_pos, t_neg = (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0)
+    # With two target values, t @ s = t_neg * sum(s) + (t_pos - t_neg) * (y @ s),
+    # so no target array is ever built.
+    col_sum = features.sum(axis=0)
+    col_y = y @ features
+    lin_t = np.append(
+        t_neg * col_sum + (t_pos - t_neg) * col_y, t_neg * n + (t_pos - t_neg) * n_pos
+    )
+
+    def loss_grad(w: FloatArray) -> tuple[float, FloatArray]:
+        total = 0.0
+        grad = np.zeros(k + 1)
+        for start in range(0, n, _CHUNK):
+            block = features[start : start + _CHUNK]
+            s = block @ w[:k]
+            s += w[k]
+            total += float(np.logaddexp(0.0, s).sum())
+            np.multiply(s, 0.5, out=s)
+            np.tanh(s, out=s)
+            s *= 0.5
+            s += 0.5
+            grad[:k] += s @ block
+            grad[k] += s.sum()
+        total -= float(lin_t @ w)
+        grad -= lin_t
+        return total / n, grad / n
+
+    bounds = [(0.0, None)] * n_nonneg + [(None, None)] * (k + 1 - n_nonneg)
+    res = minimize(
+        loss_grad, w0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 200}
+    )
+    return np.asarray(res.x, dtype=np.float64)
+
+
+def _fit_platt(p: FloatArray, y: FloatArray, clip: tuple[float, float] = INPUT_CLIP) -> dict:
+    z = _logit(p, clip)[:, None]
+    a, b = _logistic_fit(z, y, np.array([1.0, 0.0]), n_nonneg=1)
+    return {"a": float(a), "b": float(b)}
+
+
+def _fit_beta(p: FloatArray, y: FloatArray, clip: tuple[float, float] = INPUT_CLIP) -> dict:
+    z = np.clip(p, clip[0], clip[1])
+    features = np.empty((p.shape[0], 2))
+    np.log(z, out=features[:, 0])
+    np.negative(z, out=z)
+    np.log1p(z, out=features[:, 1])
+    np.negative(features[:, 1], out=features[:, 1])
+    a, b, c = _logistic_fit(features, y, np.array([1.0, 1.0, 0.0]), n_nonneg=2)
+    return {"a": float(a), "b": float(b), "c": float(c)}
+
+
+def _pooled(values: FloatArray, weights: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Weighted PAV; returns block values and block start indices (with the end index)."""
+    res = isotonic_regression(values, weights=weights, increasing=True)
+    blocks = np.asarray(res.blocks)
+    return np.asarray(res.x)[blocks[:-1]], blocks
+
+
+def _fit_isotonic(p: FloatArray, y: FloatArray, prior_strength: float = _PRIOR_STRENGTH) -> dict:
+    order = np.argsort(p, kind="stable")
+    ps = p[order]
+    ys = y[order]
+    del order
+    n = ps.shape[0]
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(ps[1:], ps[:-1], out=new[1:])
+    if new.all():
+        xu, counts, sums = ps, np.ones(n), ys
+    else:
+        starts = np.flatnonzero(new)
+        xu = ps[starts]
+        counts = np.diff(np.append(starts, n)).astype(np.float64)
+        sums = np.add.reduceat(ys, starts)
+    del new
+    # Pool violators on the raw means (this is exactly scikit-learn's fit), then
+    # shrink each block toward the base rate and pool again: shrinkage weighs
+    # blocks unequally and can itself create small violations.
+    _, blocks = _pooled(sums / counts, counts)
+    b_counts = np.add.reduceat(counts, blocks[:-1])
+    b_sums = np.add.reduceat(sums, blocks[:-1])
+    base_rate = float(y.mean())
+    shrunk = (b_sums + prior_strength * base_rate) / (b_counts + prior_strength)
+    values, blocks2 = _pooled(shrunk, b_counts + prior_strength)
+    first = blocks[blocks2[:-1]]
+    last = blocks[blocks2[1:]] - 1
+    lo, hi = xu[first], xu[last]
+    x = np.column_stack([lo, hi]).ravel()
+    v = np.repeat(values, 2)
+    keep = np.ones(x.shape[0], dtype=bool)
+    keep[1::2] = hi > lo
+    x, v = x[keep], v[keep]
+    # Drop interior points of flat runs, as scikit-learn does, to keep the table small.
+    keep = np.ones(x.shape[0], dtype=bool)
+    keep[1:-1] = ~((v[1:-1] == v[:-2]) & (v[1:-1] == v[2:]))
+    return {"x": x[keep].tolist(), "y": v[keep].tolist()}
+
+
+def histogram_bin_count(n: int) -> int:
+    """Equal-mass bins for ``n`` samples: about 2·n^(1/3), 2 to 200, >= 10 samples per bin."""
+    return int(max(1, min(200, round(2.0 * n ** (1.0 / 3.0)), n // 10)))
+
+
+def _fit_histogram(p: FloatArray, y: FloatArray, prior_strength: float = _PRIOR_STRENGTH) -> dict:
+    n = p.shape[0]
+    n_bins = histogram_bin_count(n)
+    ps = np.sort(p)
+    cuts = (np.arange(1, n_bins) * n) // n_bins
+    # Edges halfway between neighbours, so ties never straddle an edge.
+    inner = np.unique(0.5 * (ps[cuts - 1] + ps[cuts]))
+    inner = inner[(inner > 0.0) & (inner < 1.0)]
+    idx = np.searchsorted(inner, p, side="right")
+    counts = np.bincount(idx, minlength=inner.shape[0] + 1).astype(np.float64)
+    sums = np.bincount(idx, weights=y, minlength=inner.shape[0] + 1)
+    base_rate = float(y.mean())
+    shrunk = (sums + prior_strength * base_rate) / (counts + prior_strength)
+    res = isotonic_regression(shrunk, weights=counts + prior_strength, increasing=True)
+    values = np.asarray(res.x)
+    change = np.flatnonzero(values[1:] != values[:-1])
+    edges = np.concatenate([[0.0], inner[change], [1.0]])
+    return {"edges": edges.tolist(), "values": values[np.r_[0, change + 1]].tolist()}
+
+
+_FIT: dict[str, Callable[[FloatArray, FloatArray], dict]] = {
+    "identity": lambda p, y: {},
+    "platt": _fit_platt,
+    "beta": _fit_beta,
+    "isotonic": _fit_isotonic,
+    "histogram": _fit_histogram,
+}
+
+
+def fit_params(method: str, p: FloatArray, y: FloatArray) -> dict:
+    """Fit ``method`` on checked arrays; returns its JSON-safe params."""
+    return _FIT[method](p, y)
+
+
+def apply_params(method: str, params: Mapping[str, Any], p: FloatArray) -> FloatArray:
+    """Apply fitted params to checked scores (used inside CV loops)."""
+    cal = Calibrator(method, params)
+    return _APPLY[method](p, cal._apply_params, cal.input_clip)
