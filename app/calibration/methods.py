@@ -410,10 +410,20 @@ def _fit_histogram(p: FloatArray, y: FloatArray, prior_strength: float = _PRIOR_
     n = p.shape[0]
     n_bins = histogram_bin_count(n)
     ps = np.sort(p)
-    cuts = (np.arange(1, n_bins) * n) // n_bins
-    # Edges halfway between neighbours, so ties never straddle an edge.
-    inner = np.unique(0.5 * (ps[cuts - 1] + ps[cuts]))
-    inner = inner[(inner > 0.0) & (inner < 1.0)]
+    # Each equal-mass cut moves to the nearest place where the sorted value
+    # changes, and the edge sits halfway between the two values there: ties never
+    # straddle an edge, and a heavily tied score still gets a bin of its own.
+    changes = np.flatnonzero(ps[1:] != ps[:-1]) + 1
+    if changes.size:
+        cuts = (np.arange(1, n_bins) * n) // n_bins
+        right = np.minimum(np.searchsorted(changes, cuts), changes.size - 1)
+        left = np.maximum(right - 1, 0)
+        nearer_left = np.abs(changes[left] - cuts) < np.abs(changes[right] - cuts)
+        at = np.unique(np.where(nearer_left, changes[left], changes[right]))
+        inner = np.unique(0.5 * (ps[at - 1] + ps[at]))
+        inner = inner[(inner > 0.0) & (inner < 1.0)]
+    else:
+        inner = np.empty(0)
     idx = np.searchsorted(inner, p, side="right")
     counts = np.bincount(idx, minlength=inner.shape[0] + 1).astype(np.float64)
     sums = np.bincount(idx, weights=y, minlength=inner.shape[0] + 1)

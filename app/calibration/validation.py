@@ -46,9 +46,11 @@ def check_probabilities(values: ArrayLike, name: str = "scores") -> NDArray[np.f
             raise ValueError(f"{name} contain NaN at index {nan[0]}")
         inf = np.flatnonzero(np.isinf(arr))
         if inf.size:
-            raise ValueError(f"{name} contain {arr[inf[0]]} at index {inf[0]}")
+            raise ValueError(f"{name} contain {arr[inf[0]].item()} at index {inf[0]}")
         bad = np.flatnonzero((arr < 0.0) | (arr > 1.0))
-        raise ValueError(f"{name} must lie in [0, 1]; found {arr[bad[0]]!r} at index {bad[0]}")
+        raise ValueError(
+            f"{name} must lie in [0, 1]; found {arr[bad[0]].item()!r} at index {bad[0]}"
+        )
     return arr
 
 
@@ -63,7 +65,7 @@ def _check_labels(labels: ArrayLike, n: int) -> NDArray[np.float64]:
     arr = raw.astype(np.float64, copy=False)
     bad = np.flatnonzero((arr != 0.0) & (arr != 1.0))
     if bad.size:
-        raise ValueError(f"labels must be 0 or 1; found {raw[bad[0]]!r} at index {bad[0]}")
+        raise ValueError(f"labels must be 0 or 1; found {raw[bad[0]].item()!r} at index {bad[0]}")
     return arr
 
 
