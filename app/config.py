@@ -1,0 +1,85 @@
+"""Service settings, read from the environment with the ``CALIB_`` prefix."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+SCOPES = ("feedback:write", "read", "train", "admin")
+SEGMENT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+RESERVED_SEGMENTS = frozenset({"active", "history"})
+DEFAULT_DATABASE_URL = "sqlite:///./data/calibration.db"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set; defaults run a single process on SQLite."""
+
+    model_config = SettingsConfigDict(env_prefix="CALIB_", extra="ignore")
+
+    env: Literal["development", "production", "test"] = "development"
+    database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: int = Field(default=5, ge=1)
+    api_keys: dict[str, list[str]] = Field(default_factory=dict)
+    docs_enabled: bool = True
+
+    max_batch_size: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_metadata_bytes: int = Field(default=4096, ge=2)
+
+    scheduler_enabled: bool = False
+    training_cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+    health_check_interval_hours: float = Field(default=6.0, gt=0)
+
+    min_samples_for_training: int = Field(default=50, ge=4)
+    training_interval_days: float = Field(default=7.0, ge=0)
+    performance_threshold: float = Field(default=0.05, ge=0)
+    require_significant_improvement: bool = False
+    bootstrap_resamples: int = Field(default=1000, ge=10)
+    max_model_age_days: float = Field(default=14.0, gt=0)
+    random_seed: int = 0
+
+    log_json: bool = False
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_scopes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for key, scopes in value.items():
+            if len(key) < 16:
+                raise ValueError("every API key must be at least 16 characters long")
+            unknown = set(scopes) - set(SCOPES)
+            if unknown:
+                raise ValueError(f"unknown scopes {sorted(unknown)}; known: {list(SCOPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.env == "production" and not self.api_keys:
+            raise ValueError("CALIB_ENV=production requires CALIB_API_KEYS")
+        return self
+
+    @cached_property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def ensure_sqlite_directory(self) -> None:
+        """Create the folder of a file-backed SQLite database if it is missing."""
+        match = re.match(r"sqlite\+?\w*:///(.+)", self.database_url)
+        if match and match.group(1) != ":memory:":
+            Path(match.group(1)).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,79 @@
+"""HTTP routes of the feedback store: parse, call one service function, return."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from app.auth import require_scope
+from app.config import SEGMENT_PATTERN
+from app.deps import ReadSession, SettingsDep, WriteSession
+from app.errors import responses
+from app.feedback import service
+from app.feedback.schemas import (
+    FeedbackBatchCreate,
+    FeedbackBatchResult,
+    FeedbackCreate,
+    FeedbackPage,
+    FeedbackRead,
+    FeedbackStats,
+)
+
+router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
+
+_write = [Depends(require_scope("feedback:write"))]
+_read = [Depends(require_scope("read"))]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=_write,
+    responses={
+        200: {"model": FeedbackRead, "description": "A replay of a stored external_id"},
+        **responses(401, 403, 409, 413, 422, 503),
+    },
+)
+def create_feedback(
+    item: FeedbackCreate, session: WriteSession, response: Response
+) -> FeedbackRead:
+    """Store one record; replaying the same ``external_id`` and body answers 200."""
+    record, created = service.create_feedback(session, item=item)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return record
+
+
+@router.post(
+    "/batch",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=_write,
+    responses=responses(401, 403, 413, 422, 503),
+)
+def create_feedback_batch(
+    batch: FeedbackBatchCreate, session: WriteSession, settings: SettingsDep
+) -> FeedbackBatchResult:
+    """Store up to ``max_batch_size`` records at once: all of them, or none on a bad item."""
+    return service.create_feedback_batch(
+        session, items=batch.items, max_batch_size=settings.max_batch_size
+    )
+
+
+@router.get("", dependencies=_read, responses=responses(401, 403, 422, 503))
+def list_feedback(
+    session: ReadSession,
+    segment: Annotated[str | None, Query(pattern=SEGMENT_PATTERN)] = None,
+    since: Annotated[datetime | None, Query(description="received at or after")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> FeedbackPage:
+    """Page through records in arrival order; pass ``next_cursor`` back for the next page."""
+    return service.list_feedback(session, segment=segment, since=since, limit=limit, cursor=cursor)
+
+
+@router.get("/stats", dependencies=_read, responses=responses(401, 403, 503))
+def feedback_stats(session: ReadSession) -> FeedbackStats:
+    """Totals by label and segment, and how many records arrived since the last training."""
+    return service.feedback_stats(session)

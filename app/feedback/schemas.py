@@ -1,0 +1,147 @@
+"""Request and response shapes of the feedback API; strict, so nothing is guessed."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.config import RESERVED_SEGMENTS, SEGMENT_PATTERN
+from app.feedback.models import DEFAULT_SEGMENT
+
+MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIMESTAMP = datetime(2100, 1, 1, tzinfo=UTC)
+MAX_METADATA_BYTES = 4096
+
+
+def check_segment(value: str) -> str:
+    if value in RESERVED_SEGMENTS:
+        raise ValueError(f"segment name '{value}' is reserved")
+    return value
+
+
+def check_no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def check_timestamp(value: datetime | None) -> datetime | None:
+    """Timestamps are UTC (a naive one is read as UTC) between 1970 and 2100."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if not MIN_TIMESTAMP <= value < MAX_TIMESTAMP:
+        raise ValueError("must be between 1970-01-01 and 2100-01-01")
+    return value.astimezone(UTC)
+
+
+class FeedbackCreate(BaseModel):
+    """One reviewer verdict: the analyzer said ``score``, the reviewer said ``label``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: float = Field(
+        ge=0.0, le=1.0, allow_inf_nan=False, strict=True, description="Analyzer confidence"
+    )
+    label: bool = Field(strict=True, description="True when the finding was right")
+    segment: str = Field(default=DEFAULT_SEGMENT, pattern=SEGMENT_PATTERN, strict=True)
+    external_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        strict=True,
+        description="The client's idempotency key: a replay with the same body is a no-op",
+    )
+    source: str | None = Field(
+        default=None, max_length=128, strict=True, description="Analyzer or model version"
+    )
+    occurred_at: datetime | None = Field(
+        default=None, description="When the finding was made (ISO 8601); default: received time"
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None, strict=True, description="A small JSON object (at most 4 KiB)"
+    )
+
+    _segment = field_validator("segment")(check_segment)
+    _no_nul = field_validator("external_id", "source")(check_no_nul)
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _timestamp_is_text(cls, value: Any) -> Any:
+        # Lax datetime parsing would turn a number into a date: only ISO 8601 text is accepted.
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("must be an ISO 8601 date-time string")
+        return value
+
+    _occurred_at = field_validator("occurred_at")(check_timestamp)
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_json_object(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        try:
+            encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        except ValueError as exc:
+            raise ValueError("must not contain NaN or Infinity") from exc
+        if "\\u0000" in encoded:
+            raise ValueError("must not contain NUL characters")
+        if len(encoded.encode()) > MAX_METADATA_BYTES:
+            raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+        return value
+
+
+class FeedbackRead(BaseModel):
+    id: int
+    external_id: str | None
+    segment: str
+    score: float
+    label: bool
+    source: str | None
+    occurred_at: datetime
+    received_at: datetime
+    metadata: dict[str, Any] | None
+
+
+class FeedbackBatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[FeedbackCreate] = Field(
+        description="At most max_batch_size (10,000) records; all stored or none"
+    )
+
+
+class FeedbackBatchResult(BaseModel):
+    inserted: int = Field(description="Records stored by this request")
+    duplicates: int = Field(description="Skipped: external_id already stored with the same body")
+    conflicts: list[int] = Field(
+        description="Indices of skipped items whose external_id is stored with another body"
+    )
+
+
+class FeedbackPage(BaseModel):
+    items: list[FeedbackRead]
+    next_cursor: str | None
+
+
+class LabelCounts(BaseModel):
+    true: int
+    false: int
+
+
+class SegmentStats(BaseModel):
+    total: int
+    by_label: LabelCounts
+    new_since_last_training: int
+    last_training_feedback_id: int | None
+
+
+class FeedbackStats(BaseModel):
+    total: int
+    by_label: LabelCounts
+    by_segment: dict[str, SegmentStats]
+    new_since_last_training: int

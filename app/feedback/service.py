@@ -1,0 +1,193 @@
+"""The rules of ingestion: idempotency by external id, all-or-nothing batches, paging, stats."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.errors import ConflictError, InvalidInputError, PayloadTooLargeError
+from app.feedback import repository
+from app.feedback.models import Feedback
+from app.feedback.schemas import (
+    FeedbackBatchResult,
+    FeedbackCreate,
+    FeedbackPage,
+    FeedbackRead,
+    FeedbackStats,
+    LabelCounts,
+    SegmentStats,
+)
+
+
+def body_sha256(item: FeedbackCreate) -> str:
+    """A fingerprint of everything a client sent except the key, to tell replays from reuse."""
+    canonical = json.dumps(
+        [
+            item.segment,
+            item.score,
+            item.label,
+            item.source,
+            item.occurred_at.isoformat() if item.occurred_at else None,
+            item.metadata,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _row(item: FeedbackCreate, now: datetime) -> dict[str, Any]:
+    return {
+        "external_id": item.external_id,
+        "segment": item.segment,
+        "score": item.score,
+        "label": item.label,
+        "source": item.source,
+        "occurred_at": item.occurred_at or now,
+        "received_at": now,
+        "metadata": item.metadata,
+        "body_sha256": body_sha256(item) if item.external_id is not None else None,
+    }
+
+
+def to_read(record: Feedback) -> FeedbackRead:
+    return FeedbackRead(
+        id=record.id,
+        external_id=record.external_id,
+        segment=record.segment,
+        score=record.score,
+        label=record.label,
+        source=record.source,
+        occurred_at=record.occurred_at,
+        received_at=record.received_at,
+        metadata=record.metadata_,
+    )
+
+
+def create_feedback(session: Session, *, item: FeedbackCreate) -> tuple[FeedbackRead, bool]:
+    """Store one record. Returns it and whether it was new (``False`` for a replay)."""
+    row = _row(item, utcnow())
+    new_id = repository.insert_one(session, row)
+    if new_id is not None:
+        return FeedbackRead(id=new_id, **_public(row)), True
+    existing = repository.get_by_external_id(session, item.external_id or "")
+    if existing is None or existing.body_sha256 != row["body_sha256"]:
+        raise ConflictError(
+            f"external_id '{item.external_id}' is already stored with a different body"
+        )
+    return to_read(existing), False
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key != "body_sha256"}
+
+
+def create_feedback_batch(
+    session: Session, *, items: list[FeedbackCreate], max_batch_size: int
+) -> FeedbackBatchResult:
+    """Store a batch at once; items whose external id is known are skipped and reported."""
+    if len(items) > max_batch_size:
+        raise PayloadTooLargeError(
+            f"batch has {len(items)} items; at most {max_batch_size} are accepted per request"
+        )
+    now = utcnow()
+    rows = [_row(item, now) for item in items]
+    keyed = {row["external_id"] for row in rows if row["external_id"] is not None}
+    stored = repository.body_hashes(session, keyed)
+
+    to_insert: list[dict[str, Any]] = []
+    conflicts: list[int] = []
+    duplicates = 0
+    for index, row in enumerate(rows):
+        key = row["external_id"]
+        if key is not None and key in stored:
+            if stored[key] == row["body_sha256"]:
+                duplicates += 1
+            else:
+                conflicts.append(index)
+            continue
+        if key is not None:
+            stored[key] = row["body_sha256"]
+        to_insert.append(row)
+
+    inserted = repository.insert_many(session, to_insert)
+    if inserted < len(to_insert):
+        # Another request stored some of these ids between our lookup and our insert.
+        raced = {row["external_id"]: row["body_sha256"] for row in to_insert}
+        now_stored = repository.body_hashes(session, (key for key in raced if key is not None))
+        index_of = {row["external_id"]: index for index, row in enumerate(rows)}
+        lost = [key for key, digest in raced.items() if now_stored.get(key) != digest]
+        conflicts.extend(index_of[key] for key in lost)
+        duplicates += len(to_insert) - inserted - len(lost)
+    return FeedbackBatchResult(
+        inserted=inserted, duplicates=duplicates, conflicts=sorted(conflicts)
+    )
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = text.partition(":")
+        if prefix != "id":
+            raise ValueError(prefix)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidInputError(
+            [{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}]
+        ) from exc
+
+
+def list_feedback(
+    session: Session,
+    *,
+    segment: str | None,
+    since: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> FeedbackPage:
+    after_id = decode_cursor(cursor) if cursor else None
+    records = repository.page(
+        session, segment=segment, since=since, after_id=after_id, limit=limit + 1
+    )
+    has_more = len(records) > limit
+    records = records[:limit]
+    next_cursor = encode_cursor(records[-1].id) if has_more else None
+    return FeedbackPage(items=[to_read(r) for r in records], next_cursor=next_cursor)
+
+
+def feedback_stats(session: Session) -> FeedbackStats:
+    watermarks = repository.training_watermarks(session)
+    segments: dict[str, dict[str, int]] = {}
+    for segment, label, count, new in repository.counts_by_segment_and_label(session, watermarks):
+        counts = segments.setdefault(segment, {"true": 0, "false": 0, "new": 0})
+        counts["true" if label else "false"] += count
+        counts["new"] += int(new or 0)
+    by_segment = {
+        segment: SegmentStats(
+            total=counts["true"] + counts["false"],
+            by_label=LabelCounts(true=counts["true"], false=counts["false"]),
+            new_since_last_training=counts["new"],
+            last_training_feedback_id=watermarks.get(segment),
+        )
+        for segment, counts in sorted(segments.items())
+    }
+    return FeedbackStats(
+        total=sum(s.total for s in by_segment.values()),
+        by_label=LabelCounts(
+            true=sum(s.by_label.true for s in by_segment.values()),
+            false=sum(s.by_label.false for s in by_segment.values()),
+        ),
+        by_segment=by_segment,
+        new_since_last_training=sum(s.new_since_last_training for s in by_segment.values()),
+    )

@@ -1,0 +1,56 @@
+"""The application factory: settings in, a FastAPI app out; resources live in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.db import Database
+from app.errors import install_error_handlers
+from app.feedback.router import router as feedback_router
+from app.health.router import router as health_router
+from app.logging import configure_logging
+from app.middleware import BodySizeLimitMiddleware
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service. Without ``settings``, they are read from the environment."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(json_lines=settings.log_json)
+        if not settings.api_keys:
+            logger.warning(
+                "no API keys configured (CALIB_API_KEYS): the service is open to anyone who "
+                "can reach it; keep it bound to localhost"
+            )
+        database = Database(settings)
+        app.state.database = database
+        try:
+            yield
+        finally:
+            database.dispose()
+
+    docs = settings.docs_enabled
+    app = FastAPI(
+        title="Calibration service",
+        version="1.0.0",
+        summary="Learns from human feedback how much to trust an AI analyzer's confidence.",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.state.settings = settings
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(feedback_router)
+    app.include_router(health_router)
+    return app

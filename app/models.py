@@ -1,0 +1,17 @@
+"""Every table, imported in one place so the metadata is complete (Alembic, tests)."""
+
+from app.db import Base
+from app.feedback.models import Feedback
+from app.health.models import HealthCheck
+from app.registry.models import ModelEvent, ModelVersion
+from app.training.models import JobFiring, TrainingRun
+
+__all__ = [
+    "Base",
+    "Feedback",
+    "HealthCheck",
+    "JobFiring",
+    "ModelEvent",
+    "ModelVersion",
+    "TrainingRun",
+]

@@ -1,0 +1,302 @@
+"""The feedback API over HTTP, on SQLite and PostgreSQL: what a client sees and what is stored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, func, select
+
+from app.feedback.models import Feedback
+
+
+def stored(database_url: str) -> list[Feedback]:
+    engine = create_engine(database_url)
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as session:
+        rows = list(session.scalars(select(Feedback).order_by(Feedback.id)))
+    engine.dispose()
+    return rows
+
+
+def count(database_url: str) -> int:
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        total = connection.execute(select(func.count()).select_from(Feedback)).scalar_one()
+    engine.dispose()
+    return total
+
+
+def post_raw(client: TestClient, path: str, body: str):
+    return client.post(path, content=body, headers={"Content-Type": "application/json"})
+
+
+def test_single_record_is_stored_and_returned(client: TestClient, clean_database: str) -> None:
+    body = {
+        "score": 0.8125,
+        "label": True,
+        "segment": "contracts",
+        "external_id": "finding-1",
+        "source": "analyzer-2.3",
+        "occurred_at": "2026-11-20T10:00:00+02:00",
+        "metadata": {"rule": "R12", "page": 3},
+    }
+    response = client.post("/v1/feedback", json=body)
+    assert response.status_code == 201
+    record = response.json()
+    assert record["id"] > 0
+    assert record["score"] == 0.8125 and record["label"] is True
+    assert record["occurred_at"] == "2026-11-20T08:00:00Z"
+    assert record["metadata"] == {"rule": "R12", "page": 3}
+
+    [row] = stored(clean_database)
+    assert (row.id, row.segment, row.score, row.label) == (record["id"], "contracts", 0.8125, True)
+    assert row.external_id == "finding-1" and row.source == "analyzer-2.3"
+    assert row.occurred_at.isoformat() == "2026-11-20T08:00:00+00:00"
+
+
+def test_replay_answers_200_and_conflict_answers_409(
+    client: TestClient, clean_database: str
+) -> None:
+    body = {"score": 0.4, "label": False, "external_id": "abc"}
+    first = client.post("/v1/feedback", json=body)
+    replay = client.post("/v1/feedback", json=body)
+    assert (first.status_code, replay.status_code) == (201, 200)
+    assert replay.json() == first.json()
+
+    conflict = client.post("/v1/feedback", json={**body, "label": True})
+    assert conflict.status_code == 409
+    assert "abc" in conflict.json()["detail"]
+    assert count(clean_database) == 1
+
+
+def test_records_without_external_id_are_all_stored(
+    client: TestClient, clean_database: str
+) -> None:
+    for _ in range(3):
+        assert client.post("/v1/feedback", json={"score": 0.5, "label": True}).status_code == 201
+    assert count(clean_database) == 3
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"score": NaN, "label": true}', "score"),
+        ('{"score": Infinity, "label": true}', "score"),
+        ('{"score": -Infinity, "label": true}', "score"),
+        ('{"score": "0.5", "label": true}', "score"),
+        ('{"score": 1.0000001, "label": true}', "score"),
+        ('{"score": -0.1, "label": true}', "score"),
+        ('{"score": true, "label": true}', "score"),
+        ('{"label": true}', "score"),
+        ('{"score": 0.5, "label": "yes"}', "label"),
+        ('{"score": 0.5, "label": 1}', "label"),
+        ('{"score": 0.5, "label": null}', "label"),
+        ('{"score": 0.5, "label": true, "segment": "has space"}', "segment"),
+        ('{"score": 0.5, "label": true, "segment": "active"}', "segment"),
+        ('{"score": 0.5, "label": true, "segment": ""}', "segment"),
+        ('{"score": 0.5, "label": true, "external_id": ""}', "external_id"),
+        ('{"score": 0.5, "label": true, "source": "a\\u0000b"}', "source"),
+        ('{"score": 0.5, "label": true, "occurred_at": 1700000000}', "occurred_at"),
+        ('{"score": 0.5, "label": true, "occurred_at": "0161-01-01T00:00:00Z"}', "occurred_at"),
+        ('{"score": 0.5, "label": true, "occurred_at": "yesterday"}', "occurred_at"),
+        ('{"score": 0.5, "label": true, "metadata": [1, 2]}', "metadata"),
+        ('{"score": 0.5, "label": true, "metadata": {"x": NaN}}', "metadata"),
+        ('{"score": 0.5, "label": true, "metadata": {"x": "\\u0000"}}', "metadata"),
+        ('{"score": 0.5, "label": true, "colour": "red"}', "colour"),
+    ],
+)
+def test_bad_input_is_422_naming_the_field(
+    client: TestClient, clean_database: str, raw: str, field: str
+) -> None:
+    response = post_raw(client, "/v1/feedback", raw)
+    assert response.status_code == 422, response.text
+    assert any(error["loc"][-1] == field for error in response.json()["detail"])
+    assert count(clean_database) == 0
+
+
+def test_long_strings_and_big_metadata_are_rejected(client: TestClient) -> None:
+    too_long = client.post(
+        "/v1/feedback", json={"score": 0.5, "label": True, "external_id": "x" * 129}
+    )
+    assert too_long.status_code == 422
+    big = client.post(
+        "/v1/feedback", json={"score": 0.5, "label": True, "metadata": {"x": "y" * 4100}}
+    )
+    assert big.status_code == 422
+    assert big.json()["detail"][0]["loc"][-1] == "metadata"
+    assert client.post("/v1/feedback", json={"score": 0, "label": False}).status_code == 201
+    assert client.post("/v1/feedback", json={"score": 1, "label": True}).status_code == 201
+
+
+def test_not_json_is_422(client: TestClient) -> None:
+    assert post_raw(client, "/v1/feedback", "{not json").status_code == 422
+    assert post_raw(client, "/v1/feedback", "[1, 2]").status_code == 422
+
+
+def batch_item(index: int, **overrides: object) -> dict[str, object]:
+    return {"score": (index % 100) / 100, "label": index % 3 == 0, **overrides}
+
+
+def test_batch_stores_everything(client: TestClient, clean_database: str) -> None:
+    items = [batch_item(i, external_id=f"b-{i}") for i in range(250)]
+    response = client.post("/v1/feedback/batch", json={"items": items})
+    assert response.status_code == 201
+    assert response.json() == {"inserted": 250, "duplicates": 0, "conflicts": []}
+    rows = stored(clean_database)
+    assert [(r.external_id, r.score, r.label) for r in rows] == [
+        (item["external_id"], item["score"], item["label"]) for item in items
+    ]
+
+
+def test_batch_skips_known_ids_and_reports_conflicts(
+    client: TestClient, clean_database: str
+) -> None:
+    client.post("/v1/feedback", json=batch_item(1, external_id="known"))
+    client.post("/v1/feedback", json=batch_item(2, external_id="changed"))
+    items = [
+        batch_item(1, external_id="known"),
+        batch_item(3, external_id="changed"),
+        batch_item(4, external_id="new"),
+        batch_item(4, external_id="new"),
+        batch_item(5, external_id="new"),
+        batch_item(6),
+    ]
+    response = client.post("/v1/feedback/batch", json={"items": items})
+    assert response.status_code == 201
+    assert response.json() == {"inserted": 2, "duplicates": 2, "conflicts": [1, 4]}
+    assert sorted(r.external_id or "" for r in stored(clean_database)) == [
+        "",
+        "changed",
+        "known",
+        "new",
+    ]
+
+
+def test_bad_batch_item_names_index_and_field_and_stores_nothing(
+    client: TestClient, clean_database: str
+) -> None:
+    items = [batch_item(i) for i in range(5)]
+    items[3]["score"] = 1.5
+    response = client.post("/v1/feedback/batch", json={"items": items})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "items", 3, "score"]
+    body = json.dumps({"items": [batch_item(0), batch_item(1)]}).replace("0.01", "NaN")
+    assert post_raw(client, "/v1/feedback/batch", body).status_code == 422
+    assert count(clean_database) == 0
+
+
+def test_batch_over_item_limit_is_413(clean_database: str) -> None:
+    from app.config import Settings
+    from app.main import create_app
+
+    app = create_app(Settings(database_url=clean_database, max_batch_size=5))
+    with TestClient(app) as client:
+        response = client.post(
+            "/v1/feedback/batch", json={"items": [batch_item(i) for i in range(6)]}
+        )
+        assert response.status_code == 413
+        assert "at most 5" in response.json()["detail"]
+        ok = client.post("/v1/feedback/batch", json={"items": [batch_item(i) for i in range(5)]})
+        assert ok.status_code == 201
+    assert count(clean_database) == 5
+
+
+def test_body_over_size_limit_is_413_declared_or_streamed(clean_database: str) -> None:
+    from app.config import Settings
+    from app.main import create_app
+
+    app = create_app(Settings(database_url=clean_database, max_body_bytes=2048))
+    body = json.dumps({"items": [batch_item(i) for i in range(100)]})
+    with TestClient(app) as client:
+        declared = post_raw(client, "/v1/feedback/batch", body)
+        assert declared.status_code == 413
+        assert "detail" in declared.json()
+
+        def chunks():
+            for start in range(0, len(body), 512):
+                yield body[start : start + 512].encode()
+
+        streamed = client.post(
+            "/v1/feedback/batch", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert streamed.status_code == 413
+        assert "detail" in streamed.json()
+    assert count(clean_database) == 0
+
+
+def test_listing_pages_without_gaps_or_repeats_while_records_arrive(client: TestClient) -> None:
+    client.post("/v1/feedback/batch", json={"items": [batch_item(i) for i in range(25)]})
+    seen: list[int] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, object] = {"limit": 10}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/v1/feedback", params=params).json()
+        seen.extend(item["id"] for item in page["items"])
+        pages += 1
+        if pages == 1:
+            client.post("/v1/feedback/batch", json={"items": [batch_item(i) for i in range(7)]})
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 32
+    assert seen == sorted(set(seen))
+
+
+def test_listing_filters_by_segment_and_rejects_bad_cursor(client: TestClient) -> None:
+    client.post(
+        "/v1/feedback/batch",
+        json={"items": [batch_item(i, segment="a" if i % 2 else "b") for i in range(10)]},
+    )
+    page = client.get("/v1/feedback", params={"segment": "a"}).json()
+    assert len(page["items"]) == 5 and {i["segment"] for i in page["items"]} == {"a"}
+    assert page["next_cursor"] is None
+    bad = client.get("/v1/feedback", params={"cursor": "not-a-cursor"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["query", "cursor"]
+    assert client.get("/v1/feedback", params={"limit": 0}).status_code == 422
+
+
+def test_stats_count_labels_segments_and_new_since_training(
+    client: TestClient, clean_database: str
+) -> None:
+    items = [batch_item(i, segment="a") for i in range(9)] + [
+        batch_item(i, segment="b") for i in range(4)
+    ]
+    client.post("/v1/feedback/batch", json={"items": items})
+    ids = [row.id for row in stored(clean_database) if row.segment == "a"]
+
+    from sqlalchemy import insert
+
+    from app.db import utcnow
+    from app.training.models import TrainingRun
+
+    engine = create_engine(clean_database)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(TrainingRun),
+            {
+                "segment": "a",
+                "trigger": "api",
+                "status": "deployed",
+                "force": False,
+                "created_at": utcnow(),
+                "last_feedback_id": ids[5],
+            },
+        )
+    engine.dispose()
+
+    stats = client.get("/v1/feedback/stats").json()
+    assert stats["total"] == 13
+    true_a = sum(1 for i in range(9) if i % 3 == 0)
+    true_b = sum(1 for i in range(4) if i % 3 == 0)
+    assert stats["by_label"] == {"true": true_a + true_b, "false": 13 - true_a - true_b}
+    assert stats["by_segment"]["a"]["total"] == 9
+    assert stats["by_segment"]["a"]["new_since_last_training"] == 3
+    assert stats["by_segment"]["b"]["new_since_last_training"] == 4
+    assert stats["new_since_last_training"] == 7
