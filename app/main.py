@@ -15,6 +15,10 @@ from app.feedback.router import router as feedback_router
 from app.health.router import router as health_router
 from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware
+from app.registry.router import router as registry_router
+from app.training.pipeline import TrainingPolicy
+from app.training.router import router as training_router
+from app.training.runner import TrainingRunner
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +36,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "can reach it; keep it bound to localhost"
             )
         database = Database(settings)
+        runner = TrainingRunner(database, TrainingPolicy.from_settings(settings))
         app.state.database = database
+        app.state.training_runner = runner
+        runner.start()
         try:
             yield
         finally:
+            runner.stop()
             database.dispose()
 
     docs = settings.docs_enabled
@@ -52,5 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(feedback_router)
+    app.include_router(training_router)
+    app.include_router(registry_router)
     app.include_router(health_router)
     return app

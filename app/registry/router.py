@@ -1,0 +1,144 @@
+"""HTTP routes of the model registry and of server-side calibration."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
+
+from app.auth import Principal, require_scope
+from app.config import SEGMENT_PATTERN
+from app.deps import ReadSession, WriteSession
+from app.errors import responses
+from app.feedback.models import DEFAULT_SEGMENT
+from app.registry import service
+from app.registry.schemas import (
+    ActivationRequest,
+    CalibrateRequest,
+    CalibrateResponse,
+    LivePeriodPage,
+    ModelVersionPage,
+    ModelVersionRead,
+)
+
+router = APIRouter(tags=["models"])
+
+_read = [Depends(require_scope("read"))]
+SegmentQuery = Annotated[str, Query(pattern=SEGMENT_PATTERN)]
+SegmentPath = Annotated[str, Path(pattern=SEGMENT_PATTERN)]
+VersionPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
+CursorQuery = Annotated[str | None, Query(max_length=64)]
+LimitQuery = Annotated[int, Query(ge=1, le=500)]
+
+
+@router.get("/v1/models", dependencies=_read, responses=responses(401, 403, 422, 503))
+def list_models(
+    session: ReadSession,
+    segment: Annotated[str | None, Query(pattern=SEGMENT_PATTERN)] = None,
+    status: Literal["active", "rejected", "archived"] | None = None,
+    limit: LimitQuery = 100,
+    cursor: CursorQuery = None,
+) -> ModelVersionPage:
+    """Stored calibrator versions, newest first."""
+    return service.list_versions(
+        session, segment=segment, status=status, limit=limit, cursor=cursor
+    )
+
+
+@router.get("/v1/models/active", dependencies=_read, responses=responses(401, 403, 404, 422, 503))
+def active_model(session: ReadSession, segment: SegmentQuery = DEFAULT_SEGMENT) -> ModelVersionRead:
+    """The active version's metadata."""
+    return service.to_read(service.get_active(session, segment=segment))
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = [tag.strip().removeprefix("W/").strip('"') for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+@router.get(
+    "/v1/models/active/artifact",
+    dependencies=_read,
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The portable calibrator (calibrator/v1 JSON); ETag is its sha256",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        304: {"description": "Not modified: the If-None-Match ETag is still current"},
+        **responses(401, 403, 404, 422, 503),
+    },
+)
+def active_artifact(
+    session: ReadSession,
+    segment: SegmentQuery = DEFAULT_SEGMENT,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Download the active calibrator; send ``If-None-Match`` to revalidate a cached copy."""
+    body, sha256 = service.artifact_document(service.get_active(session, segment=segment))
+    headers = {"ETag": f'"{sha256}"', "Cache-Control": "no-cache"}
+    if _etag_matches(if_none_match, sha256):
+        return Response(status_code=304, headers=headers)
+    return Response(content=body, media_type="application/json", headers=headers)
+
+
+@router.get("/v1/models/history", dependencies=_read, responses=responses(401, 403, 422, 503))
+def model_history(
+    session: ReadSession,
+    segment: Annotated[str | None, Query(pattern=SEGMENT_PATTERN)] = None,
+    at: Annotated[
+        datetime | None, Query(description="only the period live at this instant")
+    ] = None,
+    limit: LimitQuery = 100,
+    cursor: CursorQuery = None,
+) -> LivePeriodPage:
+    """Which version was live when: activation periods, newest first."""
+    return service.history(session, segment=segment, at=at, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/v1/models/{segment}/{version}",
+    dependencies=_read,
+    responses=responses(401, 403, 404, 422, 503),
+)
+def get_model(session: ReadSession, segment: SegmentPath, version: VersionPath) -> ModelVersionRead:
+    """One stored version."""
+    return service.to_read(service.get_version(session, segment=segment, version=version))
+
+
+@router.post(
+    "/v1/models/{segment}/{version}/activate",
+    responses=responses(401, 403, 404, 409, 422, 503),
+)
+def activate_model(
+    session: WriteSession,
+    segment: SegmentPath,
+    version: VersionPath,
+    principal: Annotated[Principal, Depends(require_scope("admin"))],
+    request: Annotated[ActivationRequest | None, Body()] = None,
+) -> ModelVersionRead:
+    """Promote or roll back to any stored version; already active answers 200 unchanged."""
+    request = request or ActivationRequest()
+    model, _changed = service.activate(
+        session,
+        segment=segment,
+        version=version,
+        actor=f"api:{principal.name}",
+        reason=request.reason,
+        expected_active_version=request.expected_active_version,
+    )
+    return service.to_read(model)
+
+
+@router.post(
+    "/v1/calibrate",
+    tags=["calibrate"],
+    dependencies=_read,
+    responses=responses(401, 403, 404, 413, 422, 503),
+)
+def calibrate(payload: CalibrateRequest, session: ReadSession) -> CalibrateResponse:
+    """Apply the segment's active calibrator to raw scores, server-side."""
+    return service.calibrate(session, segment=payload.segment, scores=payload.scores)

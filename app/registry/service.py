@@ -1,0 +1,279 @@
+"""Registry rules: versions per segment, one active at a time, every change logged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from threading import Lock
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app.calibration import Calibrator, load_calibrator
+from app.db import utcnow
+from app.errors import ConflictError, InvalidInputError, NotFoundError
+from app.feedback.service import decode_cursor, encode_cursor
+from app.registry import repository
+from app.registry.models import ModelEvent, ModelVersion
+from app.registry.schemas import (
+    CalibrateResponse,
+    LivePeriod,
+    LivePeriodPage,
+    ModelVersionPage,
+    ModelVersionRead,
+)
+
+_CACHE_SIZE = 64
+_calibrators: dict[str, Calibrator] = {}
+_calibrators_lock = Lock()
+
+
+def canonical_json(document: dict[str, Any]) -> bytes:
+    """The exact bytes served for an artifact; its sha256 is the ETag."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def to_read(model: ModelVersion) -> ModelVersionRead:
+    return ModelVersionRead(
+        segment=model.segment,
+        version=model.version,
+        method=model.method,
+        status=model.status,
+        metrics=model.metrics,
+        n_train=model.n_train,
+        n_validation=model.n_validation,
+        created_at=model.created_at,
+        activated_at=model.activated_at,
+        params=model.params,
+        training_run_id=model.training_run_id,
+        last_feedback_id=model.last_feedback_id,
+        artifact_sha256=model.artifact_sha256,
+    )
+
+
+def get_version(session: Session, *, segment: str, version: int) -> ModelVersion:
+    model = repository.get_version(session, segment, version)
+    if model is None:
+        raise NotFoundError(f"segment '{segment}' has no model version {version}")
+    return model
+
+
+def get_active(session: Session, *, segment: str) -> ModelVersion:
+    model = repository.get_active(session, segment)
+    if model is None:
+        raise NotFoundError(
+            f"segment '{segment}' has no active model yet; start a training run first"
+        )
+    return model
+
+
+def find_active(session: Session, *, segment: str) -> ModelVersion | None:
+    return repository.get_active(session, segment)
+
+
+def list_versions(
+    session: Session,
+    *,
+    segment: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> ModelVersionPage:
+    before_id = decode_cursor(cursor) if cursor else None
+    models = repository.list_versions(
+        session, segment=segment, status=status, before_id=before_id, limit=limit + 1
+    )
+    next_cursor = encode_cursor(models[limit - 1].id) if len(models) > limit else None
+    return ModelVersionPage(items=[to_read(m) for m in models[:limit]], next_cursor=next_cursor)
+
+
+def _switch_active(
+    session: Session,
+    *,
+    target: ModelVersion,
+    current: ModelVersion | None,
+    actor: str,
+    reason: str | None,
+    now: datetime,
+) -> None:
+    if current is not None:
+        repository.set_status(session, current, "archived")
+        repository.add_event(
+            session,
+            segment=current.segment,
+            event="archived",
+            model_version_id=current.id,
+            version=current.version,
+            previous_version=None,
+            actor=actor,
+            reason=f"replaced by version {target.version}",
+            occurred_at=now,
+        )
+    repository.set_status(session, target, "active", activated_at=now)
+    is_rollback = current is not None and target.version < current.version
+    repository.add_event(
+        session,
+        segment=target.segment,
+        event="rolled_back" if is_rollback else "activated",
+        model_version_id=target.id,
+        version=target.version,
+        previous_version=current.version if current else None,
+        actor=actor,
+        reason=reason,
+        occurred_at=now,
+    )
+
+
+def activate(
+    session: Session,
+    *,
+    segment: str,
+    version: int,
+    actor: str,
+    reason: str | None = None,
+    expected_active_version: int | None = None,
+) -> tuple[ModelVersion, bool]:
+    """Make ``version`` the active model. Returns it and whether anything changed."""
+    repository.lock_segment(session, segment)
+    target = get_version(session, segment=segment, version=version)
+    current = repository.get_active(session, segment)
+    current_version = current.version if current else None
+    if expected_active_version is not None and expected_active_version != current_version:
+        raise ConflictError(
+            f"segment '{segment}' has active version {current_version}, "
+            f"not the expected {expected_active_version}"
+        )
+    if current is not None and current.id == target.id:
+        return target, False
+    _switch_active(
+        session, target=target, current=current, actor=actor, reason=reason, now=utcnow()
+    )
+    return target, True
+
+
+def register_version(
+    session: Session,
+    *,
+    segment: str,
+    calibrator: Calibrator,
+    metrics: dict[str, Any],
+    n_train: int,
+    n_validation: int,
+    last_feedback_id: int | None,
+    training_run_id: int | None,
+    deploy: bool,
+    expected_active_version: int | None,
+    actor: str,
+    reason: str | None,
+) -> tuple[ModelVersion, bool]:
+    """Store a new version; when ``deploy``, activate it in the same transaction.
+
+    Returns the version and whether it went live. Deployment is withheld (the version is
+    stored as rejected) when the active version is no longer ``expected_active_version``:
+    the candidate was compared against another model.
+    """
+    repository.lock_segment(session, segment)
+    now = utcnow()
+    version = repository.next_version_number(session, segment)
+    artifact = {
+        **calibrator.to_artifact(),
+        "segment": segment,
+        "version": version,
+        "trained_at": now.isoformat(),
+        "metrics": metrics,
+    }
+    model = repository.add_version(
+        session,
+        segment=segment,
+        version=version,
+        method=calibrator.method,
+        params=calibrator.to_artifact()["params"],
+        metrics=metrics,
+        status="rejected",
+        training_run_id=training_run_id,
+        n_train=n_train,
+        n_validation=n_validation,
+        last_feedback_id=last_feedback_id,
+        artifact=artifact,
+        artifact_sha256=hashlib.sha256(canonical_json(artifact)).hexdigest(),
+        created_at=now,
+    )
+    if not deploy:
+        return model, False
+    current = repository.get_active(session, segment)
+    if (current.version if current else None) != expected_active_version:
+        return model, False
+    _switch_active(session, target=model, current=current, actor=actor, reason=reason, now=now)
+    return model, True
+
+
+def artifact_document(model: ModelVersion) -> tuple[bytes, str]:
+    """The artifact's bytes and its strong ETag."""
+    return canonical_json(model.artifact), model.artifact_sha256
+
+
+def calibrator_for(model: ModelVersion) -> Calibrator:
+    """The model's calibrator, cached by artifact hash (the hash names the content)."""
+    with _calibrators_lock:
+        cached = _calibrators.get(model.artifact_sha256)
+    if cached is not None:
+        return cached
+    calibrator = load_calibrator(model.artifact)
+    with _calibrators_lock:
+        if len(_calibrators) >= _CACHE_SIZE:
+            _calibrators.pop(next(iter(_calibrators)))
+        _calibrators[model.artifact_sha256] = calibrator
+    return calibrator
+
+
+def calibrate(session: Session, *, segment: str, scores: list[float]) -> CalibrateResponse:
+    model = get_active(session, segment=segment)
+    calibrated = calibrator_for(model).predict(np.asarray(scores, dtype=np.float64))
+    return CalibrateResponse(
+        calibrated=calibrated.tolist(),
+        model_version=model.version,
+        segment=segment,
+        method=model.method,
+    )
+
+
+def _period(session: Session, event: ModelEvent) -> LivePeriod:
+    ended_by = repository.next_activation_after(session, event)
+    return LivePeriod(
+        segment=event.segment,
+        version=event.version,
+        event=event.event,
+        actor=event.actor,
+        reason=event.reason,
+        previous_version=event.previous_version,
+        live_from=event.occurred_at,
+        live_until=ended_by.occurred_at if ended_by else None,
+    )
+
+
+def history(
+    session: Session,
+    *,
+    segment: str | None,
+    at: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> LivePeriodPage:
+    """Which version was live when: activation periods, newest first, or the one at ``at``."""
+    if at is not None:
+        if segment is None:
+            raise InvalidInputError(
+                [{"loc": ["query", "segment"], "msg": "required with 'at'", "type": "missing"}]
+            )
+        event = repository.activation_live_at(session, segment, at)
+        return LivePeriodPage(items=[_period(session, event)] if event else [], next_cursor=None)
+    before_id = decode_cursor(cursor) if cursor else None
+    events = repository.activation_events(
+        session, segment=segment, before_id=before_id, limit=limit + 1
+    )
+    next_cursor = encode_cursor(events[limit - 1].id) if len(events) > limit else None
+    return LivePeriodPage(
+        items=[_period(session, event) for event in events[:limit]], next_cursor=next_cursor
+    )

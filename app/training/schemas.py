@@ -1,0 +1,48 @@
+"""Shapes of the training-runs API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.config import SEGMENT_PATTERN
+from app.feedback.models import DEFAULT_SEGMENT
+from app.feedback.schemas import check_segment
+
+
+class TrainingRunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    segment: str = Field(default=DEFAULT_SEGMENT, pattern=SEGMENT_PATTERN, strict=True)
+    force: bool = Field(
+        default=False,
+        strict=True,
+        description="Train even if the interval has not passed or few new samples arrived",
+    )
+
+    _segment = field_validator("segment")(check_segment)
+
+
+class TrainingRunRead(BaseModel):
+    id: int
+    segment: str
+    trigger: str = Field(description="schedule | api | cli")
+    status: str = Field(description="queued | running | deployed | rejected | skipped | failed")
+    force: bool
+    reason: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    evaluation_results: dict[str, Any] | None
+    error: str | None
+    model_version: int | None
+    n_samples: int | None
+    last_feedback_id: int | None
+
+
+class TrainingRunPage(BaseModel):
+    items: list[TrainingRunRead]
+    next_cursor: str | None

@@ -1,0 +1,251 @@
+"""Training rules: start a run, execute it (skip, fit, gate, register), recover dead runs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app.calibration import Calibrator, identity_calibrator
+from app.db import Database, utcnow
+from app.errors import ConflictError, NotFoundError
+from app.feedback.service import decode_cursor, encode_cursor
+from app.registry import service as registry
+from app.training import repository
+from app.training.models import TrainingRun
+from app.training.pipeline import TrainingPolicy, evaluate_candidate
+from app.training.schemas import TrainingRunPage, TrainingRunRead
+
+logger = logging.getLogger(__name__)
+
+MIN_PER_CLASS = 3
+
+
+class RunAbandonedError(RuntimeError):
+    """The run was declared dead (heartbeat lost) while this worker still held it."""
+
+
+def to_read(run: TrainingRun) -> TrainingRunRead:
+    return TrainingRunRead.model_validate(run, from_attributes=True)
+
+
+def start_run(
+    session: Session, *, segment: str, force: bool, trigger: str, requested_by: str | None
+) -> TrainingRun:
+    """Record a queued run; 409 naming the open run when the segment already has one."""
+    run = repository.insert_run(
+        session,
+        segment=segment,
+        trigger=trigger,
+        status="queued",
+        force=force,
+        requested_by=requested_by,
+        created_at=utcnow(),
+    )
+    if run is None:
+        existing = repository.open_run(session, segment)
+        detail = f"a training run is already open for segment '{segment}'"
+        if existing is not None:
+            detail = (
+                f"training run {existing.id} is already {existing.status} for segment '{segment}'"
+            )
+        raise ConflictError(detail)
+    return run
+
+
+def get_run(session: Session, *, run_id: int) -> TrainingRun:
+    run = repository.get_run(session, run_id)
+    if run is None:
+        raise NotFoundError(f"training run {run_id} does not exist")
+    return run
+
+
+def list_runs(
+    session: Session,
+    *,
+    segment: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> TrainingRunPage:
+    before_id = decode_cursor(cursor) if cursor else None
+    runs = repository.list_runs(
+        session, segment=segment, status=status, before_id=before_id, limit=limit + 1
+    )
+    next_cursor = encode_cursor(runs[limit - 1].id) if len(runs) > limit else None
+    return TrainingRunPage(items=[to_read(r) for r in runs[:limit]], next_cursor=next_cursor)
+
+
+def fail_abandoned_runs(session: Session, *, stale_after: timedelta, reason: str) -> list[int]:
+    now = utcnow()
+    return list(
+        repository.fail_abandoned_runs(
+            session, stale_before=now - stale_after, now=now, reason=reason
+        )
+    )
+
+
+def heartbeat(session: Session, *, run_id: int) -> None:
+    repository.touch_heartbeat(session, run_id, utcnow())
+
+
+def _skip_reason(
+    session: Session, *, segment: str, force: bool, policy: TrainingPolicy, up_to: int
+) -> str | None:
+    """Why this run should not train, judged before any data is loaded; ``None`` to train."""
+    total = repository.count_feedback_between(session, segment, 0, up_to)
+    if total < policy.min_samples:
+        return (
+            f"segment '{segment}' has {total} feedback samples; "
+            f"at least {policy.min_samples} are needed"
+        )
+    last = repository.last_trained_run(session, segment)
+    if force or last is None:
+        return None
+    age = utcnow() - (last.finished_at or last.created_at)
+    if age < timedelta(days=policy.interval_days):
+        return (
+            f"the last training (run {last.id}) finished {age.total_seconds() / 86400:.1f} days "
+            f"ago; the interval is {policy.interval_days:g} days (force to train anyway)"
+        )
+    new = repository.count_feedback_between(session, segment, last.last_feedback_id or 0, up_to)
+    if new < policy.min_samples:
+        return (
+            f"only {new} new samples since the last training (run {last.id}); "
+            f"{policy.min_samples} are needed (force to train anyway)"
+        )
+    return None
+
+
+def _class_skip_reason(labels: np.ndarray) -> str | None:
+    positives = int(labels.sum())
+    negatives = int(labels.shape[0] - positives)
+    if positives == 0 or negatives == 0:
+        only = "true" if negatives == 0 else "false"
+        return f"all {labels.shape[0]} samples are labelled {only}; both labels are needed"
+    if min(positives, negatives) < MIN_PER_CLASS:
+        return (
+            f"{positives} true and {negatives} false labels; at least {MIN_PER_CLASS} "
+            "of each are needed"
+        )
+    return None
+
+
+def _finish(database: Database, run_id: int, **fields: Any) -> None:
+    with database.session_scope() as session:
+        if not repository.finish_run(session, run_id, finished_at=utcnow(), **fields):
+            raise RunAbandonedError(f"training run {run_id} was closed by another worker")
+
+
+def _log_outcome(run_id: int, segment: str, status: str, reason: str, **extra: Any) -> None:
+    logger.info(
+        "training run %s for '%s' %s: %s",
+        run_id,
+        segment,
+        status,
+        reason,
+        extra={
+            "event": "training_outcome",
+            "run_id": run_id,
+            "segment": segment,
+            "status": status,
+            "reason": reason,
+            **extra,
+        },
+    )
+
+
+def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
+    segment = run.segment
+    with database.session_scope(write=False) as session:
+        up_to = repository.max_feedback_id(session, segment) or 0
+        skip = _skip_reason(session, segment=segment, force=run.force, policy=policy, up_to=up_to)
+        if skip is None:
+            scores, labels = repository.feedback_arrays(session, segment, up_to)
+            skip = _class_skip_reason(labels)
+            active = registry.find_active(session, segment=segment)
+            production: Calibrator = (
+                registry.calibrator_for(active) if active else identity_calibrator()
+            )
+            production_version = active.version if active else None
+    if skip is not None:
+        _finish(database, run.id, status="skipped", reason=skip, last_feedback_id=None)
+        _log_outcome(run.id, segment, "skipped", skip)
+        return "skipped"
+
+    evaluation = evaluate_candidate(scores, labels, production, policy)
+    results = {**evaluation.results, "production_version": production_version}
+    reason = evaluation.reason
+    with database.session_scope() as session:
+        model, deployed = registry.register_version(
+            session,
+            segment=segment,
+            calibrator=evaluation.calibrator,
+            metrics=evaluation.metrics,
+            n_train=evaluation.n_train,
+            n_validation=evaluation.n_validation,
+            last_feedback_id=up_to,
+            training_run_id=run.id,
+            deploy=evaluation.deploy,
+            expected_active_version=production_version,
+            actor=f"training-run:{run.id}",
+            reason=reason,
+        )
+        if evaluation.deploy and not deployed:
+            reason = "the active model changed while training; the candidate was not deployed"
+            results.update(deployed=False, reason=reason)
+        status = "deployed" if deployed else "rejected"
+        closed = repository.finish_run(
+            session,
+            run.id,
+            status=status,
+            reason=reason,
+            evaluation_results=results,
+            model_version=model.version,
+            n_samples=int(scores.shape[0]),
+            last_feedback_id=up_to,
+            finished_at=utcnow(),
+        )
+        if not closed:
+            raise RunAbandonedError(f"training run {run.id} was closed by another worker")
+    _log_outcome(
+        run.id,
+        segment,
+        status,
+        reason,
+        model_version=model.version,
+        method=evaluation.calibrator.method,
+        ece_improvement=results["ece_improvement"],
+    )
+    return status
+
+
+def execute_run(database: Database, policy: TrainingPolicy, run_id: int) -> str | None:
+    """Run a queued training run to its end. Returns the final status, ``None`` if not claimed."""
+    with database.session_scope() as session:
+        if not repository.claim_run(session, run_id, utcnow()):
+            return None
+        run = get_run(session, run_id=run_id)
+    try:
+        return _train(database, policy, run)
+    except RunAbandonedError:
+        logger.warning("training run %s was closed by another worker; result dropped", run_id)
+        return "failed"
+    except Exception as exc:
+        reason = f"training failed: {type(exc).__name__}: {exc}"
+        logger.exception("training run %s failed", run_id)
+        with contextlib.suppress(RunAbandonedError):
+            _finish(
+                database,
+                run_id,
+                status="failed",
+                reason=reason[:2000],
+                error=traceback.format_exc()[-8000:],
+            )
+        _log_outcome(run_id, run.segment, "failed", reason)
+        return "failed"
