@@ -137,7 +137,8 @@ def _select(p: FloatArray, y: FloatArray, random_state: int | None) -> Calibrato
             q = w * oof["isotonic"] + (1.0 - w) * oof[parametric]
             trials[w] = _per_sample_log_loss(q, y_cv)
         w_best = min(trials, key=lambda w: float(trials[w].mean()))
-        blend_loss = trials[w_best]
+        blend_loss = trials.pop(w_best)
+        del trials
         if cv[chosen] - float(blend_loss.mean()) > tolerance(chosen, blend_loss):
             blend = {
                 "isotonic_weight": float(w_best),
@@ -154,6 +155,10 @@ def _select(p: FloatArray, y: FloatArray, random_state: int | None) -> Calibrato
         "candidates": candidates,
         "blend": blend,
     }
+    # The out-of-fold arrays are no longer needed; free them before the final
+    # fit on all data, which is where peak memory is reached.
+    oof.clear()
+    losses.clear()
     if blend is None:
         return Calibrator(chosen, fit_params(chosen, p, y), selection=selection)
     iso = fit_params("isotonic", p, y)
