@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from app.db import Database
 from app.training import service
 from app.training.pipeline import TrainingPolicy
@@ -51,7 +53,11 @@ class TrainingRunner:
         )
 
     def start(self) -> None:
-        self.recover()
+        try:
+            self.recover()
+        except SQLAlchemyError as exc:
+            # Not fatal: the service must come up (and report not-ready) without its database.
+            logger.warning("could not recover abandoned training runs at startup: %s", exc)
         for thread in self._threads:
             thread.start()
 
