@@ -44,6 +44,12 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace, _settings: Settings) -> int:
+    from app.demo import main as demo
+
+    return demo(args.url, args.api_key)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calibration-service",
@@ -61,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="bring the database schema to a revision")
     migrate.add_argument("revision", nargs="?", default="head")
     migrate.set_defaults(handler=_migrate)
+
+    demo = commands.add_parser("demo", help="play an overconfident analyzer and train")
+    demo.add_argument("--url", help="a running service; default: start one in-process")
+    demo.add_argument("--api-key")
+    demo.set_defaults(handler=_demo)
     return parser
 
 
@@ -68,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = Settings()
     except ValidationError as exc:
