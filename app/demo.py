@@ -101,5 +101,5 @@ def main(url: str | None = None, api_key: str | None = None) -> int:
     else:
         with in_process_service() as base_url:
             run = play(base_url)
-    print(report(run))  # noqa: T201
+    print(report(run))
     return 0 if run["status"] in ("deployed", "rejected") else 1
