@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -72,10 +72,11 @@ def claim_run(session: Session, run_id: int, now: datetime) -> bool:
     return session.execute(statement).rowcount == 1
 
 
-def touch_heartbeat(session: Session, run_id: int, now: datetime) -> None:
+def touch_heartbeats(session: Session, run_ids: Sequence[int], now: datetime) -> None:
+    """Prove the holder of these open runs is alive."""
     statement = (
         update(TrainingRun)
-        .where(TrainingRun.id == run_id, TrainingRun.status == "running")
+        .where(TrainingRun.id.in_(run_ids), TrainingRun.status.in_(OPEN_STATUSES))
         .values(heartbeat_at=now)
     )
     session.execute(statement)
@@ -95,10 +96,8 @@ def fail_abandoned_runs(
     session: Session, *, stale_before: datetime, now: datetime, reason: str
 ) -> Sequence[int]:
     """Mark failed the open runs whose worker stopped heartbeating before ``stale_before``."""
-    abandoned = or_(
-        (TrainingRun.status == "running")
-        & (func.coalesce(TrainingRun.heartbeat_at, TrainingRun.created_at) < stale_before),
-        (TrainingRun.status == "queued") & (TrainingRun.created_at < stale_before),
+    abandoned = TrainingRun.status.in_(OPEN_STATUSES) & (
+        func.coalesce(TrainingRun.heartbeat_at, TrainingRun.created_at) < stale_before
     )
     ids = session.scalars(select(TrainingRun.id).where(abandoned)).all()
     if ids:

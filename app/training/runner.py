@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,10 +21,11 @@ _STOP = -1
 
 
 class TrainingRunner:
-    """A small pool of daemon threads executing queued runs, one heartbeat per running run.
+    """Daemon threads executing queued runs, and a heartbeat for every run this process holds.
 
     A run whose heartbeat is older than ``stale_after`` belongs to a worker that died: the
     reaper (every ``reap_every``, and once at start) marks it failed so the segment is free.
+    ``on_finished(status, seconds)`` is called after each run this process executed.
     """
 
     def __init__(
@@ -36,21 +37,28 @@ class TrainingRunner:
         heartbeat_every: float = 5.0,
         stale_after: float = 30.0,
         reap_every: float = 10.0,
+        on_finished: Callable[[str, float], None] | None = None,
     ) -> None:
         self.database = database
         self.policy = policy
         self.heartbeat_every = heartbeat_every
         self.stale_after = timedelta(seconds=stale_after)
         self.reap_every = reap_every
+        self.on_finished = on_finished
         self._queue: queue.Queue[int] = queue.Queue()
+        self._held: set[int] = set()
+        self._held_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._threads = [
+        self._workers = [
             threading.Thread(target=self._work, name=f"training-worker-{i}", daemon=True)
             for i in range(workers)
         ]
-        self._threads.append(
-            threading.Thread(target=self._reap_forever, name="training-reaper", daemon=True)
-        )
+        self._background = [
+            threading.Thread(
+                target=self._heartbeat_forever, name="training-heartbeat", daemon=True
+            ),
+            threading.Thread(target=self._reap_forever, name="training-reaper", daemon=True),
+        ]
 
     def start(self) -> None:
         try:
@@ -58,16 +66,18 @@ class TrainingRunner:
         except SQLAlchemyError as exc:
             # Not fatal: the service must come up (and report not-ready) without its database.
             logger.warning("could not recover abandoned training runs at startup: %s", exc)
-        for thread in self._threads:
+        for thread in self._workers + self._background:
             thread.start()
 
     def stop(self) -> None:
         """Stop taking work. A run in progress is abandoned and later reaped as failed."""
         self._stopping.set()
-        for _ in self._threads:
+        for _ in self._workers:
             self._queue.put(_STOP)
 
     def submit(self, run_id: int) -> None:
+        with self._held_lock:
+            self._held.add(run_id)
         self._queue.put(run_id)
 
     def recover(self) -> list[int]:
@@ -80,7 +90,7 @@ class TrainingRunner:
         return self._fail_abandoned(stale_after)
 
     def _fail_abandoned(self, stale_after: timedelta) -> list[int]:
-        reason = "abandoned: the worker running it stopped (process died or was restarted)"
+        reason = "abandoned: the worker holding it stopped (process died or was restarted)"
         with self.database.session_scope() as session:
             ids = service.fail_abandoned_runs(session, stale_after=stale_after, reason=reason)
         for run_id in ids:
@@ -94,33 +104,31 @@ class TrainingRunner:
             except Exception:
                 logger.exception("reaping abandoned training runs failed")
 
+    def _heartbeat_forever(self) -> None:
+        while not self._stopping.wait(self.heartbeat_every):
+            with self._held_lock:
+                held = sorted(self._held)
+            if not held:
+                continue
+            try:
+                with self.database.session_scope() as session:
+                    service.heartbeat(session, run_ids=held)
+            except Exception:
+                logger.exception("heartbeat of training runs %s failed", held)
+
     def _work(self) -> None:
         while True:
             run_id = self._queue.get()
             if run_id == _STOP or self._stopping.is_set():
                 return
+            started = time.perf_counter()
             try:
-                with self._heartbeat(run_id):
-                    service.execute_run(self.database, self.policy, run_id)
+                status = service.execute_run(self.database, self.policy, run_id)
             except Exception:
                 logger.exception("training run %s crashed the worker", run_id)
-
-    @contextmanager
-    def _heartbeat(self, run_id: int) -> Iterator[None]:
-        done = threading.Event()
-
-        def beat() -> None:
-            while not done.wait(self.heartbeat_every):
-                try:
-                    with self.database.session_scope() as session:
-                        service.heartbeat(session, run_id=run_id)
-                except Exception:
-                    logger.exception("heartbeat of training run %s failed", run_id)
-
-        thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            done.set()
-            thread.join()
+                status = "failed"
+            finally:
+                with self._held_lock:
+                    self._held.discard(run_id)
+            if status is not None and self.on_finished is not None:
+                self.on_finished(status, time.perf_counter() - started)

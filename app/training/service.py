@@ -90,8 +90,8 @@ def fail_abandoned_runs(session: Session, *, stale_after: timedelta, reason: str
     )
 
 
-def heartbeat(session: Session, *, run_id: int) -> None:
-    repository.touch_heartbeat(session, run_id, utcnow())
+def heartbeat(session: Session, *, run_ids: list[int]) -> None:
+    repository.touch_heartbeats(session, run_ids, utcnow())
 
 
 def _skip_reason(
