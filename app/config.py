@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     require_significant_improvement: bool = False
     bootstrap_resamples: int = Field(default=1000, ge=10)
     max_model_age_days: float = Field(default=14.0, gt=0)
+    drift_threshold: float = Field(default=0.05, gt=0)
+    drift_window: int = Field(default=10_000, ge=10)
     random_seed: int = 0
 
     log_json: bool = False

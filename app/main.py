@@ -14,8 +14,10 @@ from app.errors import install_error_handlers
 from app.feedback.router import router as feedback_router
 from app.health.router import router as health_router
 from app.logging import configure_logging
+from app.metrics import HTTPMetricsMiddleware, ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware
 from app.registry.router import router as registry_router
+from app.scheduler import MLScheduler
 from app.training.pipeline import TrainingPolicy
 from app.training.router import router as training_router
 from app.training.runner import TrainingRunner
@@ -36,13 +38,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "can reach it; keep it bound to localhost"
             )
         database = Database(settings)
-        runner = TrainingRunner(database, TrainingPolicy.from_settings(settings))
+        metrics = ServiceMetrics(database)
+        runner = TrainingRunner(
+            database, TrainingPolicy.from_settings(settings), on_finished=metrics.training_finished
+        )
+        scheduler = MLScheduler(
+            settings, database, runner, on_health_report=metrics.health_reported
+        )
         app.state.database = database
+        app.state.metrics = metrics
         app.state.training_runner = runner
+        app.state.scheduler = scheduler
         runner.start()
+        if settings.scheduler_enabled:
+            scheduler.start()
         try:
             yield
         finally:
+            scheduler.shutdown()
             runner.stop()
             database.dispose()
 
@@ -58,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HTTPMetricsMiddleware)
     install_error_handlers(app)
     app.include_router(feedback_router)
     app.include_router(training_router)

@@ -136,3 +136,9 @@ def activation_live_at(session: Session, segment: str, at: datetime) -> ModelEve
         .limit(1)
     )
     return session.scalars(statement).first()
+
+
+def list_active(session: Session) -> list[ModelVersion]:
+    """The active version of every segment that has one."""
+    statement = select(ModelVersion).where(ModelVersion.status == "active")
+    return list(session.scalars(statement.order_by(ModelVersion.segment)))

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.feedback.models import Feedback
-from app.training.models import TrainingRun
+from app.training.models import JobFiring, TrainingRun
 
 OPEN_STATUSES = ("queued", "running")
 TRAINED_STATUSES = ("deployed", "rejected")
@@ -165,3 +165,55 @@ def feedback_arrays(
         finally:
             cursor.close()
     return np.ascontiguousarray(rows["score"]), rows["label"].astype(np.float64)
+
+
+def claim_firing(
+    session: Session, *, job_id: str, scheduled_for: datetime, claimed_by: str, now: datetime
+) -> bool:
+    """Claim one scheduled firing of a job; ``False`` when another replica already has it."""
+    firing = JobFiring(
+        job_id=job_id, scheduled_for=scheduled_for, claimed_by=claimed_by, claimed_at=now
+    )
+    try:
+        with session.begin_nested():
+            session.add(firing)
+    except IntegrityError:
+        return False
+    return True
+
+
+def finish_firing(
+    session: Session, *, job_id: str, scheduled_for: datetime, outcome: str, now: datetime
+) -> None:
+    session.execute(
+        update(JobFiring)
+        .where(JobFiring.job_id == job_id, JobFiring.scheduled_for == scheduled_for)
+        .values(outcome=outcome, finished_at=now)
+    )
+
+
+def last_firing(session: Session, job_id: str) -> JobFiring | None:
+    statement = (
+        select(JobFiring)
+        .where(JobFiring.job_id == job_id)
+        .order_by(JobFiring.scheduled_for.desc())
+        .limit(1)
+    )
+    return session.scalars(statement).first()
+
+
+def latest_finished_runs(session: Session) -> dict[str, TrainingRun]:
+    """Per segment, the newest run that reached a final status."""
+    newest = (
+        select(TrainingRun.segment, func.max(TrainingRun.id).label("id"))
+        .where(TrainingRun.status.not_in(OPEN_STATUSES))
+        .group_by(TrainingRun.segment)
+        .subquery()
+    )
+    statement = select(TrainingRun).join(newest, TrainingRun.id == newest.c.id)
+    return {run.segment: run for run in session.scalars(statement)}
+
+
+def count_runs_by_status(session: Session) -> dict[str, int]:
+    statement = select(TrainingRun.status, func.count()).group_by(TrainingRun.status)
+    return {status: count for status, count in session.execute(statement)}
