@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,29 +28,16 @@ def overconfident_analyzer(n: int, seed: int) -> list[dict[str, Any]]:
 @contextmanager
 def in_process_service() -> Iterator[str]:
     """Serve the app on a free loopback port from a throwaway SQLite database."""
-    import uvicorn
-
     from app import migrations
     from app.config import Settings
+    from app.devserver import serve_in_thread
     from app.main import create_app
 
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{Path(folder) / 'demo.db'}"
         migrations.upgrade(url)
-        config = uvicorn.Config(
-            create_app(Settings(database_url=url)), host="127.0.0.1", port=0, log_level="warning"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+        with serve_in_thread(create_app(Settings(database_url=url))) as base_url:
+            yield base_url
 
 
 def play(base_url: str, *, api_key: str | None = None, seed: int = 7) -> dict[str, Any]:

@@ -130,3 +130,12 @@ def train(client: TestClient, **body: object) -> dict:
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "queued"
     return wait_for_run(client, response.json()["id"])
+
+
+@pytest.fixture
+def live_server(app: FastAPI) -> Iterator[str]:
+    """The test's app served over real HTTP on a loopback port."""
+    from app.devserver import serve_in_thread
+
+    with serve_in_thread(app) as base_url:
+        yield base_url
