@@ -1,0 +1,387 @@
+"""Ingestion speed: records/s of POST /v1/feedback/batch beside the raw driver insert ceiling.
+
+For each backend (a temporary SQLite file; a throw-away PostgreSQL database) the same rows are
+inserted straight through the driver (sqlite3 ``executemany``; psycopg ``COPY`` and
+``executemany``), then posted as JSON batches to the real service, run by uvicorn in a
+subprocess on 127.0.0.1 (one worker). Every measurement starts from a freshly migrated, empty
+database. The script stops by itself: sizes are capped and every wait has a deadline.
+
+    .venv/bin/python bench/ingest.py                      # 200k rows, batches of 10k
+    .venv/bin/python bench/ingest.py --rows 50000 --backends sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from app import migrations  # noqa: E402
+
+MAX_ROWS = 2_000_000
+SEGMENTS = ("default", "contracts", "invoices", "emails")
+COLUMNS = (
+    "external_id",
+    "segment",
+    "score",
+    "label",
+    "occurred_at",
+    "received_at",
+    "metadata",
+    "body_sha256",
+)
+API_KEY = f"bench-{uuid.uuid4().hex}"
+SERVER = """
+import sys, uvicorn
+from app.config import Settings
+from app.main import create_app
+settings = Settings(
+    database_url=sys.argv[1],
+    env="test",
+    scheduler_enabled=False,
+    api_keys={sys.argv[3]: ["feedback:write"]},
+)
+app = create_app(settings)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), workers=1, log_level="warning")
+"""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The same records as JSON batch bodies (for HTTP) and as driver tuples (for raw inserts)."""
+
+    bodies: list[bytes]
+    rows: list[tuple]
+    n: int
+
+
+def make_workload(n: int, batch_size: int, seed: int) -> Workload:
+    rng = random.Random(seed)
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+    received = datetime.now(UTC)
+    tag = uuid.uuid4().hex[:8]
+    items: list[dict[str, object]] = []
+    rows: list[tuple] = []
+    for i in range(n):
+        occurred = base + timedelta(seconds=rng.randrange(2_000_000))
+        item = {
+            "external_id": f"bench-{tag}-{i:08d}",
+            "segment": SEGMENTS[i % len(SEGMENTS)],
+            "score": round(rng.random(), 6),
+            "label": rng.random() < 0.4,
+            "occurred_at": occurred.isoformat().replace("+00:00", "Z"),
+        }
+        items.append(item)
+        digest = hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest()
+        rows.append(
+            (
+                item["external_id"],
+                item["segment"],
+                item["score"],
+                item["label"],
+                occurred,
+                received,
+                None,
+                digest,
+            )
+        )
+    bodies = [
+        json.dumps({"items": items[start : start + batch_size]}).encode()
+        for start in range(0, n, batch_size)
+    ]
+    return Workload(bodies=bodies, rows=rows, n=n)
+
+
+# --- fresh databases -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sqlite_database() -> Iterator[tuple[str, Path]]:
+    with tempfile.TemporaryDirectory(prefix="calib_bench_") as folder:
+        path = Path(folder) / "bench.db"
+        url = f"sqlite:///{path}"
+        migrations.upgrade(url)
+        yield url, path
+
+
+@contextlib.contextmanager
+def postgres_database(admin_dsn: str) -> Iterator[tuple[str, str]]:
+    name = f"calib_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = admin_dsn.rsplit("/", 1)[0]
+    dsn = f"{base}/{name}"
+    try:
+        url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+        migrations.upgrade(url)
+        yield url, dsn
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- the raw driver ceiling ------------------------------------------------------------------
+
+_INSERT = f"INSERT INTO feedback ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+def raw_sqlite(path: Path, rows: list[tuple]) -> float:
+    """sqlite3 executemany in one transaction, the service's pragmas; the timestamp text is
+    formatted the way SQLAlchemy stores it, outside the timing."""
+    prepared = [(*row[:4], _sqlite_ts(row[4]), _sqlite_ts(row[5]), row[6], row[7]) for row in rows]
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        start = time.perf_counter()
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany(_INSERT, prepared)
+        connection.execute("COMMIT")
+        elapsed = time.perf_counter() - start
+    finally:
+        connection.close()
+    return elapsed
+
+
+def _sqlite_ts(value: datetime) -> str:
+    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def raw_pg_copy(dsn: str, rows: list[tuple]) -> float:
+    with psycopg.connect(dsn) as connection:
+        start = time.perf_counter()
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(f"COPY feedback ({', '.join(COLUMNS)}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        connection.commit()
+        return time.perf_counter() - start
+
+
+def raw_pg_executemany(dsn: str, rows: list[tuple]) -> float:
+    statement = _INSERT.replace("?", "%s")
+    with psycopg.connect(dsn) as connection:
+        start = time.perf_counter()
+        with connection.cursor() as cursor:
+            cursor.executemany(statement, rows)
+        connection.commit()
+        return time.perf_counter() - start
+
+
+# --- the service over HTTP -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_service(database_url: str, deadline: float) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVER, database_url, str(port), API_KEY],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        started = time.monotonic()
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the service exited with code {process.returncode}")
+            if time.monotonic() - started > 30 or time.monotonic() > deadline:
+                raise RuntimeError("the service did not start within 30 s")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base_url}/health/live", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def post_batches(base_url: str, bodies: list[bytes], clients: int, deadline: float) -> float:
+    """Post every body (``clients`` at a time); returns the seconds taken."""
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}
+
+    def send(client: httpx.Client, body: bytes) -> int:
+        if time.monotonic() > deadline:
+            raise TimeoutError("bench deadline reached")
+        response = client.post(f"{base_url}/v1/feedback/batch", content=body, headers=headers)
+        if response.status_code != 201:
+            raise RuntimeError(f"batch answered {response.status_code}: {response.text[:300]}")
+        return response.json()["inserted"]
+
+    with httpx.Client(timeout=120) as warm:
+        send(warm, b'{"items": []}')
+    pool = [httpx.Client(timeout=120) for _ in range(clients)]
+    try:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=clients) as executor:
+            inserted = sum(
+                executor.map(lambda pair: send(pool[pair[0] % clients], pair[1]), enumerate(bodies))
+            )
+        elapsed = time.perf_counter() - start
+    finally:
+        for client in pool:
+            client.close()
+    expected = sum(len(json.loads(body)["items"]) for body in bodies)
+    if inserted != expected:
+        raise RuntimeError(f"the service inserted {inserted} records, expected {expected}")
+    return elapsed
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    backend: str
+    path: str
+    seconds: float
+    n: int
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.seconds
+
+
+def measure(
+    label: str, backend: str, fn: Callable[[], float], n: int, results: list[Result]
+) -> None:
+    seconds = fn()
+    results.append(Result(backend, label, seconds, n))
+    print(f"  {backend:10s} {label:28s} {n / seconds:12,.0f} records/s  ({seconds:.2f} s)")
+
+
+def run(args: argparse.Namespace) -> list[Result]:
+    deadline = time.monotonic() + args.max_seconds
+    work = make_workload(args.rows, args.batch_size, args.seed)
+    print(f"{work.n:,} records, {len(work.bodies)} batches of <= {args.batch_size:,}")
+    results: list[Result] = []
+    http_paths = [(f"HTTP, {c} client{'s' if c > 1 else ''}", c) for c in args.clients]
+
+    if "sqlite" in args.backends:
+        with sqlite_database() as (_url, path):
+            measure(
+                "raw executemany", "sqlite", lambda: raw_sqlite(path, work.rows), work.n, results
+            )
+        for label, clients in http_paths:
+            with sqlite_database() as (url, _path), running_service(url, deadline) as base:
+                measure(
+                    label,
+                    "sqlite",
+                    lambda b=base, c=clients: post_batches(b, work.bodies, c, deadline),
+                    work.n,
+                    results,
+                )
+
+    if "postgresql" in args.backends:
+        with postgres_database(args.pg_dsn) as (_url, dsn):
+            measure("raw COPY", "postgresql", lambda: raw_pg_copy(dsn, work.rows), work.n, results)
+        with postgres_database(args.pg_dsn) as (_url, dsn):
+            measure(
+                "raw executemany",
+                "postgresql",
+                lambda: raw_pg_executemany(dsn, work.rows),
+                work.n,
+                results,
+            )
+        for label, clients in http_paths:
+            with (
+                postgres_database(args.pg_dsn) as (url, _dsn),
+                running_service(url, deadline) as base,
+            ):
+                measure(
+                    label,
+                    "postgresql",
+                    lambda b=base, c=clients: post_batches(b, work.bodies, c, deadline),
+                    work.n,
+                    results,
+                )
+    return results
+
+
+def report(results: list[Result]) -> None:
+    def rate(backend: str, path: str) -> float | None:
+        return next((r.rate for r in results if (r.backend, r.path) == (backend, path)), None)
+
+    ceiling = rate("sqlite", "raw executemany")
+    print()
+    header = (
+        f"{'backend':10s} {'path':28s} {'records/s':>12s} {'/ raw sqlite':>12s} {'/ raw same':>12s}"
+    )
+    print(header)
+    print("-" * len(header))
+    for result in results:
+        same = rate(result.backend, "raw COPY") or rate(result.backend, "raw executemany")
+        vs_sqlite = f"{result.rate / ceiling:12.2f}" if ceiling else f"{'-':>12s}"
+        vs_same = f"{result.rate / same:12.2f}" if same else f"{'-':>12s}"
+        print(f"{result.backend:10s} {result.path:28s} {result.rate:12,.0f} {vs_sqlite} {vs_same}")
+    print("('/ raw same': against COPY on PostgreSQL, executemany on SQLite)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000, help=f"at most {MAX_ROWS:,}")
+    parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument(
+        "--backends", nargs="+", choices=("sqlite", "postgresql"), default=["sqlite", "postgresql"]
+    )
+    parser.add_argument(
+        "--clients", type=int, nargs="+", default=[1, 2], help="concurrent HTTP clients per run"
+    )
+    parser.add_argument(
+        "--pg-dsn",
+        default=os.environ.get(
+            "CALIB_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="an admin connection on the loopback server, to create and drop the bench database",
+    )
+    parser.add_argument("--max-seconds", type=float, default=600, help="give up after this long")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if not 1 <= args.rows <= MAX_ROWS:
+        parser.error(f"--rows must be between 1 and {MAX_ROWS:,}")
+    if not 1 <= args.batch_size <= 10_000:
+        parser.error("--batch-size must be between 1 and 10,000 (the service's limit)")
+    if not all(1 <= c <= 8 for c in args.clients):
+        parser.error("--clients must be between 1 and 8")
+    host = httpx.URL(args.pg_dsn.replace("postgresql://", "http://", 1)).host
+    if "postgresql" in args.backends and host not in ("127.0.0.1", "localhost", "::1"):
+        parser.error("--pg-dsn must point at the loopback interface")
+    report(run(args))
+
+
+if __name__ == "__main__":
+    main()
