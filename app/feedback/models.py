@@ -25,6 +25,6 @@ class Feedback(Base):
     source: Mapped[str | None] = mapped_column(String(128))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON())
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON(none_as_null=True))
     # sha256 of the canonical request body: tells a replay from a conflicting reuse of an id.
     body_sha256: Mapped[str | None] = mapped_column(String(64))

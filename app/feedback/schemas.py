@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app.config import RESERVED_SEGMENTS, SEGMENT_PATTERN
 from app.feedback.models import DEFAULT_SEGMENT
@@ -25,6 +34,21 @@ def check_segment(value: str) -> str:
 def check_no_nul(value: str | None) -> str | None:
     if value is not None and "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    return value
+
+
+def check_small_json_object(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """At most ``MAX_METADATA_BYTES`` of JSON, without NaN, Infinity or NUL characters."""
+    if value is None:
+        return None
+    try:
+        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:
+        raise ValueError("must not contain NaN or Infinity") from exc
+    if "\\u0000" in encoded:
+        raise ValueError("must not contain NUL characters")
+    if len(encoded.encode()) > MAX_METADATA_BYTES:
+        raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
     return value
 
 
@@ -66,9 +90,6 @@ class FeedbackCreate(BaseModel):
         default=None, strict=True, description="A small JSON object (at most 4 KiB)"
     )
 
-    _segment = field_validator("segment")(check_segment)
-    _no_nul = field_validator("external_id", "source")(check_no_nul)
-
     @field_validator("occurred_at", mode="before")
     @classmethod
     def _timestamp_is_text(cls, value: Any) -> Any:
@@ -77,22 +98,35 @@ class FeedbackCreate(BaseModel):
             raise ValueError("must be an ISO 8601 date-time string")
         return value
 
-    _occurred_at = field_validator("occurred_at")(check_timestamp)
-
-    @field_validator("metadata")
-    @classmethod
-    def _small_json_object(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return None
-        try:
-            encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
-        except ValueError as exc:
-            raise ValueError("must not contain NaN or Infinity") from exc
-        if "\\u0000" in encoded:
-            raise ValueError("must not contain NUL characters")
-        if len(encoded.encode()) > MAX_METADATA_BYTES:
-            raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
-        return value
+    @model_validator(mode="after")
+    def _check_fields(self) -> FeedbackCreate:
+        # One Python call per item rather than one per field: a batch validates 10,000 items.
+        # Each failure still names its field; pydantic prefixes the item's location.
+        errors: list[InitErrorDetails] = []
+        checks: list[tuple[str, Callable[[Any], Any]]] = []
+        if self.segment in RESERVED_SEGMENTS:
+            checks.append(("segment", check_segment))
+        if self.external_id is not None and "\x00" in self.external_id:
+            checks.append(("external_id", check_no_nul))
+        if self.source is not None and "\x00" in self.source:
+            checks.append(("source", check_no_nul))
+        if self.occurred_at is not None:
+            # Also replaces pydantic's tzinfo by datetime.UTC, which later formatting reads faster.
+            checks.append(("occurred_at", check_timestamp))
+        if self.metadata is not None:
+            checks.append(("metadata", check_small_json_object))
+        for field, check in checks:
+            value = getattr(self, field)
+            try:
+                setattr(self, field, check(value))
+            except ValueError as exc:
+                error = PydanticCustomError(
+                    "value_error", "Value error, {reason}", {"reason": str(exc)}
+                )
+                errors.append(InitErrorDetails(type=error, loc=(field,), input=value))
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
 
 
 class FeedbackRead(BaseModel):

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.dialects import sqlite
 
+from app.db import UTCDateTime
 from app.feedback.models import Feedback
+from app.feedback.repository import sqlite_timestamp
+from app.feedback.schemas import FeedbackCreate
+from app.feedback.service import body_sha256
 
 
 def stored(database_url: str) -> list[Feedback]:
@@ -80,34 +90,34 @@ def test_records_without_external_id_are_all_stored(
     assert count(clean_database) == 3
 
 
-@pytest.mark.parametrize(
-    ("raw", "field"),
-    [
-        ('{"score": NaN, "label": true}', "score"),
-        ('{"score": Infinity, "label": true}', "score"),
-        ('{"score": -Infinity, "label": true}', "score"),
-        ('{"score": "0.5", "label": true}', "score"),
-        ('{"score": 1.0000001, "label": true}', "score"),
-        ('{"score": -0.1, "label": true}', "score"),
-        ('{"score": true, "label": true}', "score"),
-        ('{"label": true}', "score"),
-        ('{"score": 0.5, "label": "yes"}', "label"),
-        ('{"score": 0.5, "label": 1}', "label"),
-        ('{"score": 0.5, "label": null}', "label"),
-        ('{"score": 0.5, "label": true, "segment": "has space"}', "segment"),
-        ('{"score": 0.5, "label": true, "segment": "active"}', "segment"),
-        ('{"score": 0.5, "label": true, "segment": ""}', "segment"),
-        ('{"score": 0.5, "label": true, "external_id": ""}', "external_id"),
-        ('{"score": 0.5, "label": true, "source": "a\\u0000b"}', "source"),
-        ('{"score": 0.5, "label": true, "occurred_at": 1700000000}', "occurred_at"),
-        ('{"score": 0.5, "label": true, "occurred_at": "0161-01-01T00:00:00Z"}', "occurred_at"),
-        ('{"score": 0.5, "label": true, "occurred_at": "yesterday"}', "occurred_at"),
-        ('{"score": 0.5, "label": true, "metadata": [1, 2]}', "metadata"),
-        ('{"score": 0.5, "label": true, "metadata": {"x": NaN}}', "metadata"),
-        ('{"score": 0.5, "label": true, "metadata": {"x": "\\u0000"}}', "metadata"),
-        ('{"score": 0.5, "label": true, "colour": "red"}', "colour"),
-    ],
-)
+BAD_INPUTS = [
+    ('{"score": NaN, "label": true}', "score"),
+    ('{"score": Infinity, "label": true}', "score"),
+    ('{"score": -Infinity, "label": true}', "score"),
+    ('{"score": "0.5", "label": true}', "score"),
+    ('{"score": 1.0000001, "label": true}', "score"),
+    ('{"score": -0.1, "label": true}', "score"),
+    ('{"score": true, "label": true}', "score"),
+    ('{"label": true}', "score"),
+    ('{"score": 0.5, "label": "yes"}', "label"),
+    ('{"score": 0.5, "label": 1}', "label"),
+    ('{"score": 0.5, "label": null}', "label"),
+    ('{"score": 0.5, "label": true, "segment": "has space"}', "segment"),
+    ('{"score": 0.5, "label": true, "segment": "active"}', "segment"),
+    ('{"score": 0.5, "label": true, "segment": ""}', "segment"),
+    ('{"score": 0.5, "label": true, "external_id": ""}', "external_id"),
+    ('{"score": 0.5, "label": true, "source": "a\\u0000b"}', "source"),
+    ('{"score": 0.5, "label": true, "occurred_at": 1700000000}', "occurred_at"),
+    ('{"score": 0.5, "label": true, "occurred_at": "0161-01-01T00:00:00Z"}', "occurred_at"),
+    ('{"score": 0.5, "label": true, "occurred_at": "yesterday"}', "occurred_at"),
+    ('{"score": 0.5, "label": true, "metadata": [1, 2]}', "metadata"),
+    ('{"score": 0.5, "label": true, "metadata": {"x": NaN}}', "metadata"),
+    ('{"score": 0.5, "label": true, "metadata": {"x": "\\u0000"}}', "metadata"),
+    ('{"score": 0.5, "label": true, "colour": "red"}', "colour"),
+]
+
+
+@pytest.mark.parametrize(("raw", "field"), BAD_INPUTS)
 def test_bad_input_is_422_naming_the_field(
     client: TestClient, clean_database: str, raw: str, field: str
 ) -> None:
@@ -300,3 +310,181 @@ def test_stats_count_labels_segments_and_new_since_training(
     assert stats["by_segment"]["a"]["new_since_last_training"] == 3
     assert stats["by_segment"]["b"]["new_since_last_training"] == 4
     assert stats["new_since_last_training"] == 7
+
+
+# --- the fast batch path (bytes validation, driver-level inserts) keeps the contract ----
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+offsets = st.sampled_from(
+    [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9, minutes=-30))]
+)
+instants = st.datetimes(
+    min_value=datetime(1970, 1, 2), max_value=datetime(2099, 12, 30), timezones=offsets
+)
+
+
+def reference_body_sha256(item: FeedbackCreate) -> str:
+    """The fingerprint's definition, as stored hashes were computed."""
+    canonical = json.dumps(
+        [
+            item.segment,
+            item.score,
+            item.label,
+            item.source,
+            item.occurred_at.isoformat() if item.occurred_at else None,
+            item.metadata,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    score=st.floats(0, 1),
+    label=st.booleans(),
+    segment=st.from_regex(r"\A[A-Za-z0-9_.-]{1,64}\Z").filter(
+        lambda s: s not in ("active", "history")
+    ),
+    source=st.none() | st.text(max_size=20).filter(lambda s: "\x00" not in s),
+    occurred_at=st.none() | instants,
+    metadata=st.none() | st.dictionaries(st.text(max_size=5), json_values, max_size=4),
+)
+def test_body_hash_is_the_documented_canonical_json(**fields: object) -> None:
+    metadata = fields["metadata"]
+    if metadata is not None and "\\u0000" in json.dumps(metadata):
+        return
+    item = FeedbackCreate.model_validate(fields)
+    assert body_sha256(item) == reference_body_sha256(item)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(instants)
+def test_sqlite_timestamp_text_is_what_sqlalchemy_stores(value: datetime) -> None:
+    dialect = sqlite.dialect()
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    assert sqlite_timestamp(value) == process(value)
+
+
+def batch_of(raw_item: str) -> str:
+    good = json.dumps(batch_item(0))
+    return f'{{"items": [{good}, {good}, {raw_item}]}}'
+
+
+@pytest.mark.parametrize(("raw", "field"), BAD_INPUTS)
+def test_bad_batch_item_names_index_and_field_like_a_single_record(
+    client: TestClient, clean_database: str, raw: str, field: str
+) -> None:
+    response = post_raw(client, "/v1/feedback/batch", batch_of(raw))
+    assert response.status_code == 422, response.text
+    locations = [error["loc"] for error in response.json()["detail"]]
+    assert ["body", "items", 2, field] in locations
+    assert count(clean_database) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("{not json", "application/json"),
+        ('{"items": [1, 2]}', "application/json"),
+        ('{"items": []} trailing', "application/json"),
+        ('{"items": [], "extra": 1}', "application/json"),
+        ('{"items": []}', "text/plain"),
+        ("[]", "application/json"),
+    ],
+)
+def test_malformed_batch_bodies_are_422_about_the_body(
+    client: TestClient, body: str, content_type: str
+) -> None:
+    response = client.post(
+        "/v1/feedback/batch", content=body, headers={"Content-Type": content_type}
+    )
+    assert response.status_code == 422, response.text
+    assert all(error["loc"][0] == "body" for error in response.json()["detail"])
+
+
+def test_json_with_charset_and_vendor_types_are_accepted(client: TestClient) -> None:
+    for content_type in ("application/json; charset=utf-8", "application/vnd.calib+json"):
+        response = client.post(
+            "/v1/feedback/batch",
+            content=json.dumps({"items": [batch_item(1)]}),
+            headers={"Content-Type": content_type},
+        )
+        assert response.status_code == 201, response.text
+
+
+def test_openapi_describes_the_batch_request_body(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    body = document["paths"]["/v1/feedback/batch"]["post"]["requestBody"]
+    assert body["required"] is True
+    schema = body["content"]["application/json"]["schema"]
+    reference = schema["properties"]["items"]["items"]["$ref"]
+    name = reference.removeprefix("#/components/schemas/")
+    assert reference == f"#/components/schemas/{name}"
+    assert {"score", "label", "external_id"} <= set(
+        document["components"]["schemas"][name]["properties"]
+    )
+    assert schema["required"] == ["items"]
+
+
+def test_batch_and_single_paths_store_the_same_values(
+    client: TestClient, clean_database: str
+) -> None:
+    item = {
+        "score": 0.125,
+        "label": False,
+        "segment": "contracts",
+        "source": "analyzer-é",
+        "occurred_at": "2026-11-20T10:00:00.5+02:00",
+        "metadata": {"rule": "R1", "pages": [1, 2]},
+    }
+    single = client.post("/v1/feedback", json={**item, "external_id": "single"})
+    batch = client.post(
+        "/v1/feedback/batch",
+        json={"items": [{**item, "external_id": "batched"}, {"score": 0.5, "label": True}]},
+    )
+    assert (single.status_code, batch.status_code) == (201, 201)
+    by_key = {row.external_id: row for row in stored(clean_database)}
+    one, other = by_key["single"], by_key["batched"]
+    for column in ("segment", "score", "label", "source", "occurred_at", "metadata_"):
+        assert getattr(one, column) == getattr(other, column), column
+    assert other.occurred_at == datetime(2026, 11, 20, 8, 0, 0, 500000, tzinfo=UTC)
+    assert other.body_sha256 == one.body_sha256
+    assert by_key[None].occurred_at == by_key[None].received_at
+    assert by_key[None].metadata_ is None
+
+    # The hashes agree across paths: replays are recognised whichever path stored the record.
+    assert client.post("/v1/feedback", json={**item, "external_id": "batched"}).status_code == 200
+    again = client.post("/v1/feedback/batch", json={"items": [{**item, "external_id": "single"}]})
+    assert again.json() == {"inserted": 0, "duplicates": 1, "conflicts": []}
+
+    engine = create_engine(clean_database)
+    with engine.connect() as connection:
+        nulls = connection.execute(
+            text("SELECT count(*) FROM feedback WHERE metadata IS NULL")
+        ).scalar_one()
+    engine.dispose()
+    assert nulls == 1
+
+
+def test_consecutive_batches_keep_order_and_skip_replays(
+    client: TestClient, clean_database: str
+) -> None:
+    first = [batch_item(i, external_id=f"k-{i}") for i in range(300)]
+    second = [batch_item(i, external_id=f"k-{i}") for i in range(200, 500)]
+    assert client.post("/v1/feedback/batch", json={"items": first}).json()["inserted"] == 300
+    result = client.post("/v1/feedback/batch", json={"items": second}).json()
+    assert result == {"inserted": 200, "duplicates": 100, "conflicts": []}
+    rows = stored(clean_database)
+    assert [row.external_id for row in rows] == [f"k-{i}" for i in range(500)]
