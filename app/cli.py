@@ -1,11 +1,17 @@
-"""The ``calibration-service`` command: run the service and manage its database."""
+"""The ``calibration-service`` command: run the service, and operate a running one."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
+import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
@@ -13,20 +19,32 @@ from app.config import Settings
 
 logger = logging.getLogger("app.cli")
 
+IMPORT_FIELDS = ("score", "label", "segment", "external_id", "source", "occurred_at", "metadata")
+MAX_LISTED_REJECTS = 20
 
-def _serve(args: argparse.Namespace, settings: Settings) -> int:
+
+class CommandError(Exception):
+    """A failure worth one line on stderr and a non-zero exit."""
+
+
+# --------------------------------------------------------------------------- server side
+
+
+def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
 
+    settings = _settings()
     if args.migrate:
-        _migrate(args, settings)
-    host = args.host
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
-        logger.warning("serving on %s without API keys: anyone who can reach it can write", host)
+        _migrate(args)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
+        logger.warning(
+            "serving on %s without API keys: anyone who can reach it can write", args.host
+        )
     uvicorn.run(
         create_app(settings),
-        host=host,
+        host=args.host,
         port=args.port,
         log_level=args.log_level,
         proxy_headers=True,
@@ -34,9 +52,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+def _migrate(args: argparse.Namespace) -> int:
     from app import migrations
 
+    settings = _settings()
     settings.ensure_sqlite_directory()
     revision = getattr(args, "revision", "head") or "head"
     migrations.upgrade(settings.database_url, revision)
@@ -44,10 +63,274 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace, _settings: Settings) -> int:
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise CommandError(f"invalid settings: {exc.errors()[0]['msg']}") from exc
+
+
+def _demo(args: argparse.Namespace) -> int:
     from app.demo import main as demo
 
     return demo(args.url, args.api_key)
+
+
+# --------------------------------------------------------------------------- client side
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from app.client import CalibrationClient
+
+    return CalibrationClient(
+        args.url, api_key=args.api_key, segment=getattr(args, "segment", None) or "default"
+    )
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [header, ["-" * w for w in widths], *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _train(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        run = client.train(force=args.force, wait=args.wait, segment=args.segment)
+    print(f"training run {run['id']} ({run['segment']}): {run['status']}")
+    if run.get("reason"):
+        print(f"reason: {run['reason']}")
+    results = run.get("evaluation_results") or {}
+    if results:
+        before, after = results["production"], results["candidate"]
+        print(
+            f"method {results['method']}: ECE {before['ece']:.4f} -> {after['ece']:.4f}, "
+            f"Brier {before['brier']:.4f} -> {after['brier']:.4f}"
+        )
+    return 1 if run["status"] == "failed" else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        report = client.health()
+    print(f"status: {report['status']}")
+    rows = [[name, check.get("status", "-")] for name, check in report["checks"].items()]
+    print(_table(rows, ["check", "status"]))
+    freshness = report["checks"].get("model_freshness", {}).get("segments", {})
+    if freshness:
+        print()
+        rows = [
+            [seg, f"v{m['version']}", m["method"], _fmt(m["age_days"], 2)]
+            for seg, m in freshness.items()
+        ]
+        print(_table(rows, ["segment", "active", "method", "age (days)"]))
+    if report["alerts"]:
+        print()
+        rows = [[a["severity"], a["code"], a["message"]] for a in report["alerts"]]
+        print(_table(rows, ["severity", "alert", "message"]))
+    return 1 if report["status"] == "unhealthy" else 0
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        models = client.list_models(args.segment)
+    rows = [
+        [
+            m["segment"],
+            str(m["version"]),
+            m["status"],
+            m["method"],
+            _fmt(m["metrics"].get("ece")),
+            _fmt(m["metrics"].get("brier")),
+            str(m["n_train"]),
+            m["created_at"][:19],
+        ]
+        for m in models
+    ]
+    print(
+        _table(
+            rows, ["segment", "version", "status", "method", "ECE", "Brier", "n_train", "created"]
+        )
+    )
+    return 0
+
+
+def _models_activate(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        model = client.activate_model(
+            args.model_segment,
+            args.version,
+            expected_active_version=args.expected,
+            reason=args.reason,
+        )
+    print(f"segment '{model['segment']}': version {model['version']} is active ({model['method']})")
+    return 0
+
+
+def _parse_label(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    return text
+
+
+def _csv_records(handle: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    reader = csv.DictReader(handle)
+    for row in reader:
+        record: dict[str, Any] = {}
+        for key in IMPORT_FIELDS:
+            value = row.get(key)
+            if value in (None, ""):
+                continue
+            if key == "score":
+                try:
+                    record[key] = float(value)
+                except ValueError:
+                    record[key] = value
+            elif key == "label":
+                record[key] = _parse_label(value)
+            elif key == "metadata":
+                try:
+                    record[key] = json.loads(value)
+                except ValueError:
+                    record[key] = value
+            else:
+                record[key] = value
+        yield reader.line_num, record
+
+
+def _ndjson_records(handle: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    for line_no, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            parsed = json.loads(line)
+        except ValueError as exc:
+            yield line_no, f"not JSON: {exc.msg}"
+            continue
+        if not isinstance(parsed, dict):
+            yield line_no, "not a JSON object"
+            continue
+        yield line_no, {key: parsed[key] for key in IMPORT_FIELDS if key in parsed}
+
+
+def _validation_reason(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+
+
+class _Progress:
+    """A one-line progress bar on stderr, by bytes of the file read."""
+
+    def __init__(self, total_bytes: int, stream: TextIO) -> None:
+        self.total = max(total_bytes, 1)
+        self.stream = stream
+        self.enabled = stream.isatty() or os.environ.get("CALIB_PROGRESS") == "1"
+
+    def show(self, done_bytes: int, rows: int) -> None:
+        if not self.enabled:
+            return
+        fraction = min(done_bytes / self.total, 1.0)
+        bar = "#" * int(fraction * 30)
+        self.stream.write(f"\r[{bar:<30}] {fraction:4.0%} {rows:,} rows")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+
+
+def _feedback_import(args: argparse.Namespace) -> int:
+    from app.feedback.schemas import FeedbackCreate
+
+    path = Path(args.file)
+    if not path.exists():
+        raise CommandError(f"{path}: no such file")
+    fmt = args.format or ("csv" if path.suffix.lower() == ".csv" else "ndjson")
+    rejected: list[tuple[int, str]] = []
+    batch: list[dict[str, Any]] = []
+    lines: list[int] = []
+    totals = {"inserted": 0, "duplicates": 0, "conflicts": 0}
+    progress = _Progress(path.stat().st_size, sys.stderr)
+    rows = 0
+
+    with _client(args) as client, path.open(newline="", encoding="utf-8") as handle:
+
+        def flush() -> None:
+            summary = client.send_feedback(batch)
+            totals["inserted"] += summary.inserted
+            totals["duplicates"] += summary.duplicates
+            totals["conflicts"] += len(summary.conflicts)
+            rejected.extend(
+                (lines[i], "external_id stored with a different body") for i in summary.conflicts
+            )
+            batch.clear()
+            lines.clear()
+
+        records = _csv_records(handle) if fmt == "csv" else _ndjson_records(handle)
+        for line_no, record in records:
+            rows += 1
+            if isinstance(record, str):
+                rejected.append((line_no, record))
+                continue
+            record.setdefault("segment", args.segment)
+            try:
+                FeedbackCreate.model_validate(record)
+            except ValidationError as exc:
+                rejected.append((line_no, _validation_reason(exc)))
+                continue
+            if not record.get("external_id"):
+                # Stable per line, so importing the same file twice stores nothing twice.
+                digest = hashlib.sha256(
+                    f"{path.name}:{line_no}:{json.dumps(record, sort_keys=True)}".encode()
+                )
+                record["external_id"] = f"import-{digest.hexdigest()[:32]}"
+            batch.append(record)
+            lines.append(line_no)
+            if len(batch) >= args.batch_size:
+                flush()
+                progress.show(handle.tell() if fmt == "ndjson" else 0, rows)
+        if batch:
+            flush()
+    progress.close()
+    print(
+        f"inserted {totals['inserted']}, duplicates {totals['duplicates']}, "
+        f"conflicts {totals['conflicts']}, rejected {len(rejected)} of {rows} rows"
+    )
+    for line_no, reason in sorted(rejected)[:MAX_LISTED_REJECTS]:
+        print(f"  line {line_no}: {reason}")
+    if len(rejected) > MAX_LISTED_REJECTS:
+        print(f"  ... and {len(rejected) - MAX_LISTED_REJECTS} more")
+    return 1 if rejected else 0
+
+
+def _feedback_export(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        chunks = client.export_feedback(fmt=args.format, segment=args.segment, since=args.since)
+        if args.output:
+            with open(args.output, "wb") as output:
+                for chunk in chunks:
+                    output.write(chunk)
+        else:
+            for chunk in chunks:
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Calibrate an AI analyzer's confidence scores from human feedback.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument(
+        "--url",
+        default=os.environ.get("CALIB_URL", "http://127.0.0.1:8000"),
+        help="the service (env CALIB_URL)",
+    )
+    remote.add_argument(
+        "--api-key", default=os.environ.get("CALIB_API_KEY"), help="an API key (env CALIB_API_KEY)"
+    )
 
     serve = commands.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
@@ -68,24 +361,81 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("revision", nargs="?", default="head")
     migrate.set_defaults(handler=_migrate)
 
-    demo = commands.add_parser("demo", help="play an overconfident analyzer and train")
-    demo.add_argument("--url", help="a running service; default: start one in-process")
-    demo.add_argument("--api-key")
+    train = commands.add_parser("train", parents=[remote], help="start a training run")
+    train.add_argument("--segment", default="default")
+    train.add_argument(
+        "--force", action="store_true", help="ignore the interval and new-data rules"
+    )
+    train.add_argument("--wait", action="store_true", help="wait for the run to finish")
+    train.set_defaults(handler=_train)
+
+    status = commands.add_parser("status", parents=[remote], help="health summary")
+    status.set_defaults(handler=_status)
+
+    models = commands.add_parser("models", help="the model registry")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    listing = model_commands.add_parser("list", parents=[remote], help="stored versions")
+    listing.add_argument("--segment")
+    listing.set_defaults(handler=_models_list)
+    activate = model_commands.add_parser("activate", parents=[remote], help="promote or roll back")
+    activate.add_argument("model_segment", metavar="SEGMENT")
+    activate.add_argument("version", type=int)
+    activate.add_argument("--expected", type=int, help="refuse unless this version is active")
+    activate.add_argument("--reason")
+    activate.set_defaults(handler=_models_activate)
+
+    feedback = commands.add_parser("feedback", help="bulk feedback")
+    feedback_commands = feedback.add_subparsers(dest="feedback_command", required=True)
+    importing = feedback_commands.add_parser(
+        "import", parents=[remote], help="import a CSV or NDJSON file"
+    )
+    importing.add_argument("file")
+    importing.add_argument("--format", choices=("csv", "ndjson"))
+    importing.add_argument("--segment", default="default", help="for rows without one")
+    importing.add_argument("--batch-size", type=int, default=5000)
+    importing.set_defaults(handler=_feedback_import)
+    exporting = feedback_commands.add_parser(
+        "export", parents=[remote], help="stream every record as CSV or NDJSON"
+    )
+    exporting.add_argument("--format", choices=("csv", "ndjson"), default="ndjson")
+    exporting.add_argument("--segment")
+    exporting.add_argument("--since", help="ISO 8601: records received at or after")
+    exporting.add_argument("--output", "-o", help="a file (default: stdout)")
+    exporting.set_defaults(handler=_feedback_export)
+
+    demo = commands.add_parser(
+        "demo", parents=[remote], help="play an overconfident analyzer and train"
+    )
     demo.set_defaults(handler=_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script; exits non-zero with one line on failure."""
+    import httpx
+
+    from app.client import CalibrationServiceError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        print(f"calibration-service: invalid settings: {exc.errors()[0]['msg']}", file=sys.stderr)
-        return 2
-    return args.handler(args, settings)
+        return args.handler(args)
+    except CommandError as exc:
+        print(f"calibration-service: {exc}", file=sys.stderr)
+    except CalibrationServiceError as exc:
+        print(
+            f"calibration-service: the service refused: HTTP {exc.status_code}: {exc.detail}",
+            file=sys.stderr,
+        )
+    except httpx.TransportError as exc:
+        print(
+            f"calibration-service: cannot reach {getattr(args, 'url', '?')}: {exc}", file=sys.stderr
+        )
+    except TimeoutError as exc:
+        print(f"calibration-service: {exc}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -364,6 +364,43 @@ class CalibrationClient:
             time.sleep(poll_interval)
             run = self._json_or_raise(self._request("GET", f"/v1/training-runs/{run['id']}"))
         return run
+
+    def list_models(self, segment: str | None = None) -> list[dict[str, Any]]:
+        """Stored versions, newest first (all segments unless one is given)."""
+        params = {"segment": segment} if segment else {}
+        return self._json_or_raise(self._request("GET", "/v1/models", params=params))["items"]
+
+    def activate_model(
+        self,
+        segment: str,
+        version: int,
+        *,
+        expected_active_version: int | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Promote or roll back; with ``expected_active_version``, only if that one is live."""
+        body: dict[str, Any] = {}
+        if expected_active_version is not None:
+            body["expected_active_version"] = expected_active_version
+        if reason:
+            body["reason"] = reason
+        path = f"/v1/models/{segment}/{version}/activate"
+        return self._json_or_raise(self._request("POST", path, json=body))
+
+    def export_feedback(
+        self, *, fmt: str = "ndjson", segment: str | None = None, since: str | None = None
+    ) -> Iterator[bytes]:
+        """Stream every matching record as CSV or NDJSON bytes, never all in memory."""
+        params = {"format": fmt}
+        if segment:
+            params["segment"] = segment
+        if since:
+            params["since"] = since
+        with self._http.stream("GET", "/v1/feedback/export", params=params, timeout=None) as r:
+            if r.status_code != 200:
+                r.read()
+                self._json_or_raise(r)
+            yield from r.iter_bytes()
 
     def health(self) -> dict[str, Any]:
         """The health report (also when the service says it is unhealthy)."""

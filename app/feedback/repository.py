@@ -212,3 +212,38 @@ def counts_by_segment_and_label(
         new_rows,
     ).group_by(feedback_table.c.segment, feedback_table.c.label)
     return session.execute(statement).all()
+
+
+EXPORT_COLUMNS = (
+    "id",
+    "external_id",
+    "segment",
+    "score",
+    "label",
+    "source",
+    "occurred_at",
+    "received_at",
+    "metadata",
+)
+
+
+def export_page(
+    session: Session,
+    *,
+    segment: str | None,
+    since: datetime | None,
+    after_id: int,
+    limit: int,
+) -> list[tuple[Any, ...]]:
+    """One keyset page of export rows (``EXPORT_COLUMNS`` order) after ``after_id``."""
+    statement = (
+        select(*(feedback_table.c[name] for name in EXPORT_COLUMNS))
+        .where(feedback_table.c.id > after_id)
+        .order_by(feedback_table.c.id)
+        .limit(limit)
+    )
+    if segment is not None:
+        statement = statement.where(feedback_table.c.segment == segment)
+    if since is not None:
+        statement = statement.where(feedback_table.c.received_at >= since)
+    return [tuple(row) for row in session.execute(statement)]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from app.auth import require_scope
 from app.config import SEGMENT_PATTERN
-from app.deps import ReadSession, SettingsDep, WriteSession
+from app.deps import DatabaseDep, ReadSession, SettingsDep, WriteSession
 from app.errors import responses
 from app.feedback import service
 from app.feedback.schemas import (
@@ -113,6 +114,35 @@ def list_feedback(
 ) -> FeedbackPage:
     """Page through records in arrival order; pass ``next_cursor`` back for the next page."""
     return service.list_feedback(session, segment=segment, since=since, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/export",
+    dependencies=_read,
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Every matching record, streamed",
+            "content": {"text/csv": {}, "application/x-ndjson": {}},
+        },
+        **responses(401, 403, 422, 503),
+    },
+)
+def export_feedback(
+    database: DatabaseDep,
+    format: Annotated[Literal["csv", "ndjson"], Query()] = "ndjson",
+    segment: Annotated[str | None, Query(pattern=SEGMENT_PATTERN)] = None,
+    since: Annotated[datetime | None, Query(description="received at or after")] = None,
+) -> StreamingResponse:
+    """Stream every matching record in id order, never holding the table in memory."""
+    lines = service.export_feedback(database, fmt=format, segment=segment, since=since)
+    media_type = "text/csv" if format == "csv" else "application/x-ndjson"
+    filename = f"feedback.{'csv' if format == 'csv' else 'ndjson'}"
+    return StreamingResponse(
+        lines,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 @router.get("/stats", dependencies=_read, responses=responses(401, 403, 503))

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import csv
 import hashlib
+import io
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
+from app.db import Database, utcnow
 from app.errors import ConflictError, InvalidInputError, PayloadTooLargeError
 from app.feedback import repository
 from app.feedback.models import Feedback
@@ -193,3 +196,66 @@ def feedback_stats(session: Session) -> FeedbackStats:
         by_segment=by_segment,
         new_since_last_training=sum(s.new_since_last_training for s in by_segment.values()),
     )
+
+
+EXPORT_PAGE_SIZE = 5000
+
+
+def _export_lines(rows: list[tuple[Any, ...]], fmt: str) -> str:
+    out = io.StringIO()
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        for row in rows:
+            record = dict(zip(repository.EXPORT_COLUMNS, row, strict=True))
+            writer.writerow(
+                [
+                    record["id"],
+                    record["external_id"] or "",
+                    record["segment"],
+                    repr(record["score"]),
+                    "true" if record["label"] else "false",
+                    record["source"] or "",
+                    record["occurred_at"].isoformat(),
+                    record["received_at"].isoformat(),
+                    json.dumps(record["metadata"]) if record["metadata"] is not None else "",
+                ]
+            )
+    else:
+        for row in rows:
+            record = dict(zip(repository.EXPORT_COLUMNS, row, strict=True))
+            record["occurred_at"] = record["occurred_at"].isoformat()
+            record["received_at"] = record["received_at"].isoformat()
+            record["label"] = bool(record["label"])
+            out.write(json.dumps(record) + "\n")
+    return out.getvalue()
+
+
+def export_feedback(
+    database: Database, *, fmt: str, segment: str | None, since: datetime | None
+) -> Iterator[str]:
+    """Every matching record as CSV or NDJSON text, read in keyset pages.
+
+    Each page is its own short read transaction, so memory stays bounded and no long
+    transaction holds back writers. The first page is read before this returns, so an
+    unreachable database is reported (503) before any byte is streamed.
+    """
+
+    def fetch(after_id: int) -> list[tuple[Any, ...]]:
+        with database.session_scope(write=False) as session:
+            return repository.export_page(
+                session, segment=segment, since=since, after_id=after_id, limit=EXPORT_PAGE_SIZE
+            )
+
+    first = fetch(0)
+
+    def stream() -> Iterator[str]:
+        if fmt == "csv":
+            yield ",".join(repository.EXPORT_COLUMNS) + "\n"
+        rows = first
+        while rows:
+            yield _export_lines(rows, fmt)
+            if len(rows) < EXPORT_PAGE_SIZE:
+                return
+            rows = fetch(rows[-1][0])
+
+    return stream()

@@ -1,0 +1,156 @@
+"""The command line against a real service over HTTP: import, export, train, status, models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import overconfident_feedback
+
+from app import migrations
+from app.cli import main
+from app.config import Settings
+from app.devserver import serve_in_thread
+from app.main import create_app
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def stored(base_url: str) -> list[dict]:
+    return httpx.get(f"{base_url}/v1/feedback", params={"limit": 1000}).json()["items"]
+
+
+def test_csv_import_reports_bad_lines_and_stores_only_good_ones(
+    live_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "reviews.csv"
+    path.write_text(
+        "score,label,segment,external_id,metadata\n"
+        '0.9,true,default,a-1,"{""rule"": ""R1""}"\n'
+        "nan,true,default,a-2,\n"
+        "0.4,maybe,default,a-3,\n"
+        "0.3,false,,,\n"
+        "1.5,true,default,a-5,\n"
+        "0.7,1,other,a-6,\n"
+    )
+    code, out, _ = run(capsys, "feedback", "import", str(path), "--url", live_server)
+    assert code == 1
+    assert "inserted 3, duplicates 0, conflicts 0, rejected 3 of 6 rows" in out
+    assert "line 3: score" in out and "line 4: label" in out and "line 6: score" in out
+    rows = stored(live_server)
+    assert sorted(r["score"] for r in rows) == [0.3, 0.7, 0.9]
+    assert next(r for r in rows if r["score"] == 0.9)["metadata"] == {"rule": "R1"}
+
+    code, out, _ = run(capsys, "feedback", "import", str(path), "--url", live_server)
+    assert "inserted 0, duplicates 3" in out
+    assert len(stored(live_server)) == 3
+
+
+def test_ndjson_import_names_lines_that_are_not_records(
+    live_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "reviews.ndjson"
+    path.write_text(
+        '{"score": 0.2, "label": false}\n'
+        "not json\n"
+        "[1, 2]\n"
+        '{"score": 0.8, "label": "true"}\n'
+        '{"score": 0.6, "label": true, "source": "v2"}\n'
+    )
+    code, out, _ = run(capsys, "feedback", "import", str(path), "--url", live_server)
+    assert code == 1
+    assert "inserted 2" in out and "rejected 3 of 5 rows" in out
+    assert "line 2: not JSON" in out and "line 3: not a JSON object" in out
+    assert "line 4: label" in out
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_export_round_trips_through_import(
+    live_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    items = [
+        *overconfident_feedback(120),
+        {
+            "score": 0.5,
+            "label": True,
+            "external_id": 'x,"y"',
+            "metadata": {"a": [1, "b"]},
+            "source": "v1",
+            "occurred_at": "2026-01-02T03:04:05.123456Z",
+            "segment": "s2",
+        },
+    ]
+    httpx.post(f"{live_server}/v1/feedback/batch", json={"items": items}).raise_for_status()
+    exported = tmp_path / f"out.{fmt}"
+    code, _, _ = run(
+        capsys, "feedback", "export", "--format", fmt, "-o", str(exported), "--url", live_server
+    )
+    assert code == 0
+    if fmt == "ndjson":
+        lines = [json.loads(line) for line in exported.read_text().splitlines()]
+        assert len(lines) == 121
+        assert lines[-1]["external_id"] == 'x,"y"' and lines[-1]["metadata"] == {"a": [1, "b"]}
+
+    other_db = f"sqlite:///{tmp_path / 'other.db'}"
+    migrations.upgrade(other_db)
+    with serve_in_thread(create_app(Settings(database_url=other_db))) as other:
+        code, out, _ = run(capsys, "feedback", "import", str(exported), "--url", other)
+        assert code == 0, out
+        assert "inserted 121" in out
+        original, copied = stored(live_server), stored(other)
+    keys = ("segment", "score", "label", "source", "occurred_at", "metadata")
+    assert [tuple(r[k] for k in keys) for r in copied] == [
+        tuple(r[k] for k in keys) for r in original
+    ]
+
+
+def test_train_status_and_models_commands(
+    live_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "status", "--url", live_server)
+    assert code == 0 and "status: degraded" in out and "no_data" in out
+
+    httpx.post(
+        f"{live_server}/v1/feedback/batch", json={"items": overconfident_feedback(300)}
+    ).raise_for_status()
+    code, out, _ = run(capsys, "train", "--wait", "--url", live_server)
+    assert code == 0
+    assert "training run 1 (default): deployed" in out and "ECE" in out
+    run(capsys, "train", "--wait", "--force", "--url", live_server)
+
+    code, out, _ = run(capsys, "models", "list", "--url", live_server)
+    assert code == 0
+    assert out.splitlines()[0].split() == [
+        "segment",
+        "version",
+        "status",
+        "method",
+        "ECE",
+        "Brier",
+        "n_train",
+        "created",
+    ]
+    assert "rejected" in out and "active" in out
+
+    code, out, _ = run(capsys, "models", "activate", "default", "2", "--url", live_server)
+    assert code == 0 and "version 2 is active" in out
+    code, _, err = run(
+        capsys, "models", "activate", "default", "1", "--expected", "1", "--url", live_server
+    )
+    assert code == 1 and "409" in err and len(err.strip().splitlines()) == 1
+
+    code, out, _ = run(capsys, "status", "--url", live_server)
+    assert "status: healthy" in out
+
+
+def test_unreachable_service_is_one_line_and_nonzero(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "status", "--url", "http://127.0.0.1:9")
+    assert code == 1
+    assert err.startswith("calibration-service: cannot reach http://127.0.0.1:9")
+    assert len(err.strip().splitlines()) == 1
