@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -186,7 +186,7 @@ def _parse_label(text: str) -> Any:
     return text
 
 
-def _csv_records(handle: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def _csv_records(handle: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
     reader = csv.DictReader(handle)
     for row in reader:
         record: dict[str, Any] = {}
@@ -211,7 +211,7 @@ def _csv_records(handle: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]]:
         yield reader.line_num, record
 
 
-def _ndjson_records(handle: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def _ndjson_records(handle: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
     for line_no, line in enumerate(handle, start=1):
         if not line.strip():
             continue
@@ -229,6 +229,19 @@ def _ndjson_records(handle: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]
 def _validation_reason(exc: ValidationError) -> str:
     error = exc.errors()[0]
     return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+
+
+class _CountingLines:
+    """Iterates a text file's lines and counts the bytes read, for the progress bar."""
+
+    def __init__(self, handle: TextIO) -> None:
+        self.handle = handle
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.handle:
+            self.bytes += len(line.encode())
+            yield line
 
 
 class _Progress:
@@ -279,7 +292,8 @@ def _feedback_import(args: argparse.Namespace) -> int:
             batch.clear()
             lines.clear()
 
-        records = _csv_records(handle) if fmt == "csv" else _ndjson_records(handle)
+        counted = _CountingLines(handle)
+        records = _csv_records(counted) if fmt == "csv" else _ndjson_records(counted)
         for line_no, record in records:
             rows += 1
             if isinstance(record, str):
@@ -301,7 +315,7 @@ def _feedback_import(args: argparse.Namespace) -> int:
             lines.append(line_no)
             if len(batch) >= args.batch_size:
                 flush()
-                progress.show(handle.tell() if fmt == "ndjson" else 0, rows)
+                progress.show(counted.bytes, rows)
         if batch:
             flush()
     progress.close()

@@ -154,3 +154,19 @@ def test_unreachable_service_is_one_line_and_nonzero(capsys: pytest.CaptureFixtu
     assert code == 1
     assert err.startswith("calibration-service: cannot reach http://127.0.0.1:9")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_import_shows_progress_when_asked(
+    live_server: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CALIB_PROGRESS", "1")
+    path = tmp_path / "many.ndjson"
+    path.write_text("".join(json.dumps(item) + "\n" for item in overconfident_feedback(300)))
+    code, out, err = run(
+        capsys, "feedback", "import", str(path), "--batch-size", "100", "--url", live_server
+    )
+    assert code == 0 and "inserted 300" in out
+    assert "100% 300 rows" in err and "[" + "#" * 30 + "]" in err
