@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.config import Settings
+from app.dashboard.router import router as dashboard_router
 from app.db import Database
 from app.errors import install_error_handlers
 from app.feedback.router import router as feedback_router
@@ -77,4 +78,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(training_router)
     app.include_router(registry_router)
     app.include_router(health_router)
+    app.include_router(dashboard_router)
     return app

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.registry.models import ModelEvent, ModelVersion
+from app.training.models import TrainingRun
 
 ACTIVATION_EVENTS = ("activated", "rolled_back")
 
@@ -142,3 +143,9 @@ def list_active(session: Session) -> list[ModelVersion]:
     """The active version of every segment that has one."""
     statement = select(ModelVersion).where(ModelVersion.status == "active")
     return list(session.scalars(statement.order_by(ModelVersion.segment)))
+
+
+def training_run_results(session: Session, run_id: int) -> dict[str, Any] | None:
+    """The stored ``evaluation_results`` of a training run (None when absent)."""
+    statement = select(TrainingRun.evaluation_results).where(TrainingRun.id == run_id)
+    return session.execute(statement).scalar_one_or_none()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
 
 from app.auth import Principal, require_scope
 from app.config import SEGMENT_PATTERN
-from app.deps import ReadSession, WriteSession
+from app.deps import ReadSession, SettingsDep, WriteSession
 from app.errors import responses
 from app.feedback.models import DEFAULT_SEGMENT
 from app.registry import service
@@ -20,6 +20,7 @@ from app.registry.schemas import (
     LivePeriodPage,
     ModelVersionPage,
     ModelVersionRead,
+    ReliabilityRead,
 )
 
 router = APIRouter(tags=["models"])
@@ -107,6 +108,46 @@ def model_history(
 def get_model(session: ReadSession, segment: SegmentPath, version: VersionPath) -> ModelVersionRead:
     """One stored version."""
     return service.to_read(service.get_version(session, segment=segment, version=version))
+
+
+@router.get(
+    "/v1/models/{segment}/{version}/reliability",
+    dependencies=_read,
+    response_model=ReliabilityRead,
+    responses={
+        200: {
+            "description": "Reliability-diagram data (JSON) or the diagram (SVG, PNG)",
+            "content": {
+                "image/svg+xml": {"schema": {"type": "string"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        **responses(401, 403, 404, 422, 503),
+    },
+)
+def model_reliability(
+    session: ReadSession,
+    settings: SettingsDep,
+    segment: SegmentPath,
+    version: VersionPath,
+    format: Literal["json", "svg", "png"] = "json",
+) -> ReliabilityRead | Response:
+    """Per-bin count, mean confidence, observed rate and its 95% interval: candidate and
+    production on the validation split, and (active version) the calibrator on recent feedback."""
+    data = service.reliability(
+        session, segment=segment, version=version, drift_window=settings.drift_window
+    )
+    if format == "json":
+        return data
+    # matplotlib loads on the first picture, not at startup.
+    from app.dashboard import charts
+
+    picture = charts.render(charts.reliability_figure(data), format)
+    return Response(
+        content=picture,
+        media_type=charts.MEDIA_TYPES[format],
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 @router.post(

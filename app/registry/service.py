@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from app.calibration import Calibrator, load_calibrator
+from app.calibration import Calibrator, evaluate, load_calibrator, reliability_bins
 from app.db import utcnow
 from app.errors import ConflictError, InvalidInputError, NotFoundError
 from app.feedback.service import decode_cursor, encode_cursor
+from app.health import repository as monitoring
 from app.registry import repository
 from app.registry.models import ModelEvent, ModelVersion
 from app.registry.schemas import (
@@ -23,6 +24,10 @@ from app.registry.schemas import (
     LivePeriodPage,
     ModelVersionPage,
     ModelVersionRead,
+    RecentReliability,
+    ReliabilityBin,
+    ReliabilityRead,
+    ValidationReliability,
 )
 
 _CACHE_SIZE = 64
@@ -276,4 +281,65 @@ def history(
     next_cursor = encode_cursor(events[limit - 1].id) if len(events) > limit else None
     return LivePeriodPage(
         items=[_period(session, event) for event in events[:limit]], next_cursor=next_cursor
+    )
+
+
+def _validation_reliability(session: Session, model: ModelVersion) -> ValidationReliability | None:
+    if model.training_run_id is None:
+        return None
+    results = repository.training_run_results(session, model.training_run_id)
+    stored = (results or {}).get("reliability")
+    if not stored:
+        return None
+    return ValidationReliability(
+        training_run_id=model.training_run_id,
+        n_validation=model.n_validation,
+        method=results.get("method", model.method),
+        production_method=results.get("production_method"),
+        candidate=[ReliabilityBin(**row) for row in stored["candidate"]],
+        production=[ReliabilityBin(**row) for row in stored["production"]],
+    )
+
+
+def _recent_reliability(session: Session, model: ModelVersion, window: int) -> RecentReliability:
+    # The same records as the health report's drift check, so the picture explains its alert.
+    after_id = model.last_feedback_id or 0
+    scores, labels = monitoring.recent_feedback(
+        session, segment=model.segment, after_id=after_id, limit=window
+    )
+    bins: list[ReliabilityBin] = []
+    ece = None
+    if scores.shape[0]:
+        probs = calibrator_for(model).predict(scores)
+        bins = [ReliabilityBin(**row) for row in reliability_bins(probs, labels)]
+        ece = evaluate(probs, labels)["ece"]
+    return RecentReliability(
+        after_feedback_id=after_id,
+        window=window,
+        n=int(scores.shape[0]),
+        ece=ece,
+        validation_ece=model.metrics.get("ece"),
+        bins=bins,
+    )
+
+
+def reliability(
+    session: Session, *, segment: str, version: int, drift_window: int
+) -> ReliabilityRead:
+    """Reliability-diagram data of a version: its validation split and, if active, recent feedback.
+
+    The validation part is what the version's training run stored (candidate and the production
+    model it was compared with, on the same held-out split); the recent part applies the active
+    calibrator to the newest ``drift_window`` records after the version's training data.
+    """
+    model = get_version(session, segment=segment, version=version)
+    return ReliabilityRead(
+        segment=model.segment,
+        version=model.version,
+        status=model.status,
+        method=model.method,
+        validation=_validation_reliability(session, model),
+        recent=_recent_reliability(session, model, drift_window)
+        if model.status == "active"
+        else None,
     )

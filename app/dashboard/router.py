@@ -1,0 +1,94 @@
+"""The operator's page, rendered on the server (no JavaScript), and its metrics chart."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import jinja2
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from app.auth import require_scope
+from app.config import SEGMENT_PATTERN
+from app.dashboard import service
+from app.deps import DatabaseDep, ReadSession, SettingsDep
+from app.errors import responses
+
+router = APIRouter(tags=["dashboard"])
+
+_read = [Depends(require_scope("read"))]
+SegmentPath = Annotated[str, PathParam(pattern=SEGMENT_PATTERN)]
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _age(days: float | None) -> str:
+    if days is None:
+        return "—"
+    if days >= 1:
+        return f"{days:.1f} d"
+    if days * 24 >= 1:
+        return f"{days * 24:.1f} h"
+    return f"{max(days * 1440, 0):.0f} min"
+
+
+def _when(moment: datetime | None) -> str:
+    return "—" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+_environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+_environment.filters.update(number=_number, age=_age, when=_when)
+templates = Jinja2Templates(env=_environment)
+
+
+@router.get(
+    "/dashboard",
+    dependencies=_read,
+    response_class=HTMLResponse,
+    responses=responses(401, 403, 503),
+)
+def dashboard(
+    request: Request, session: ReadSession, database: DatabaseDep, settings: SettingsDep
+) -> HTMLResponse:
+    """Segments and their active calibrators, reliability diagrams, training runs, health."""
+    view = service.build_dashboard(
+        session,
+        database=database,
+        settings=settings,
+        scheduler_status=request.app.state.scheduler.get_scheduler_status(),
+    )
+    return templates.TemplateResponse(request, "dashboard.html", {"view": view})
+
+
+@router.get(
+    "/dashboard/segments/{segment}/metrics.svg",
+    dependencies=_read,
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Validation ECE and Brier score per version (SVG)",
+            "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+        },
+        **responses(401, 403, 404, 422, 503),
+    },
+)
+def metrics_chart(session: ReadSession, segment: SegmentPath) -> Response:
+    """A line chart of each version's validation metrics, the active version marked."""
+    versions = service.segment_versions(session, segment=segment)
+    # matplotlib loads on the first picture, not at startup.
+    from app.dashboard import charts
+
+    picture = charts.render(charts.metrics_figure(segment, versions), "svg")
+    return Response(
+        content=picture, media_type=charts.MEDIA_TYPES["svg"], headers={"Cache-Control": "no-cache"}
+    )
