@@ -145,13 +145,11 @@ def feedback_arrays(
     connection = session.connection()
     dbapi = connection.connection.driver_connection
     if connection.dialect.name == "postgresql":
-        from psycopg import sql
-
-        query = sql.SQL(
-            "COPY (SELECT score, label FROM feedback WHERE segment = {} AND id <= {} ORDER BY id)"
+        query = (
+            "COPY (SELECT score, label FROM feedback WHERE segment = %s AND id <= %s ORDER BY id)"
             " TO STDOUT (FORMAT BINARY)"
-        ).format(sql.Literal(segment), sql.Literal(up_to_id))
-        with dbapi.cursor() as cursor, cursor.copy(query) as copy:
+        )
+        with dbapi.cursor() as cursor, cursor.copy(query, (segment, up_to_id)) as copy:
             copy.set_types(["float8", "bool"])
             rows = np.fromiter(copy.rows(), dtype=_ARRAY_DTYPE)
     else:
