@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     require_significant_improvement: bool = False
     bootstrap_resamples: int = Field(default=1000, ge=10)
     max_model_age_days: float = Field(default=14.0, gt=0)
+    run_heartbeat_seconds: float = Field(default=5.0, gt=0, le=10)
+    run_stale_after_seconds: float = Field(default=30.0, gt=0)
+    run_reap_interval_seconds: float = Field(default=10.0, gt=0)
     drift_threshold: float = Field(default=0.05, gt=0)
     drift_window: int = Field(default=10_000, ge=10)
     random_seed: int = 0

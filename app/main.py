@@ -41,7 +41,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         database = Database(settings)
         metrics = ServiceMetrics(database)
         runner = TrainingRunner(
-            database, TrainingPolicy.from_settings(settings), on_finished=metrics.training_finished
+            database,
+            TrainingPolicy.from_settings(settings),
+            heartbeat_every=settings.run_heartbeat_seconds,
+            stale_after=settings.run_stale_after_seconds,
+            reap_every=settings.run_reap_interval_seconds,
+            on_finished=metrics.training_finished,
         )
         scheduler = MLScheduler(
             settings, database, runner, on_health_report=metrics.health_reported
