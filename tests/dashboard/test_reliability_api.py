@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -16,7 +17,9 @@ from sklearn.model_selection import train_test_split
 
 from app.calibration import load_calibrator
 from app.config import Settings
+from app.dashboard import charts
 from app.main import create_app
+from app.registry.schemas import ReliabilityRead
 
 BIN_KEYS = {"bin", "lower", "upper", "count", "mean_confidence", "observed_rate", "ci_low"}
 
@@ -233,3 +236,15 @@ def test_openapi_declares_the_answers(client: TestClient) -> None:
     assert {"200", "401", "403", "404", "422", "503"} <= set(operation["responses"])
     content = operation["responses"]["200"]["content"]
     assert {"application/json", "image/svg+xml", "image/png"} <= set(content)
+
+
+def test_pictures_drawn_in_parallel_threads_equal_one_drawn_alone(seeded: TestClient) -> None:
+    data = ReliabilityRead.model_validate(seeded.get("/v1/models/default/1/reliability").json())
+    alone = charts.render(charts.reliability_figure(data), "png")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        drawn = list(
+            pool.map(lambda _: charts.render(charts.reliability_figure(data), "png"), range(16))
+        )
+    assert all(picture == alone for picture in drawn)
+    served = seeded.get("/v1/models/default/1/reliability", params={"format": "png"}).content
+    assert served == alone
