@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class ErrorBody(BaseModel):
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The ``responses=`` declaration of a route's error answers, for a true OpenAPI document."""
     texts = {
+        400: "The body could not be read (not UTF-8 or not parseable)",
         401: "Missing or invalid API key",
         403: "The API key lacks the required scope",
         404: "Not found",
@@ -95,7 +99,33 @@ def is_connection_error(exc: BaseException) -> bool:
     return False
 
 
+def _documented_methods(app: FastAPI) -> list[tuple[re.Pattern[str], str]]:
+    """Each documented path as a regex, with its methods for an ``Allow`` header."""
+    table = []
+    for path, operations in app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path))
+        methods = ", ".join(sorted(method.upper() for method in operations))
+        table.append((re.compile(f"^{pattern}$"), methods))
+    return table
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    allow_table: list[tuple[re.Pattern[str], str]] = []
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code != 405:
+            return await http_exception_handler(request, exc)
+        # Starlette lists only the methods of the first route matching the path; list them all.
+        if not allow_table:
+            allow_table.extend(_documented_methods(app))
+        path = request.url.path
+        allowed = next((methods for pattern, methods in allow_table if pattern.match(path)), None)
+        headers = dict(exc.headers or {})
+        if allowed:
+            headers["Allow"] = allowed
+        return JSONResponse(status_code=405, content={"detail": exc.detail}, headers=headers)
+
     @app.exception_handler(DomainError)
     async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})

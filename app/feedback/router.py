@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -23,6 +22,7 @@ from app.feedback.schemas import (
     FeedbackRead,
     FeedbackStats,
 )
+from app.params import CursorQuery, parse_timestamp, timestamp_query
 
 router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
 
@@ -36,7 +36,7 @@ _read = [Depends(require_scope("read"))]
     dependencies=_write,
     responses={
         200: {"model": FeedbackRead, "description": "A replay of a stored external_id"},
-        **responses(401, 403, 409, 413, 422, 503),
+        **responses(400, 401, 403, 409, 413, 422, 503),
     },
 )
 def create_feedback(
@@ -84,7 +84,7 @@ _BATCH_BODY.pop("$defs", None)
     "/batch",
     status_code=status.HTTP_201_CREATED,
     dependencies=_write,
-    responses=responses(401, 403, 413, 422, 503),
+    responses=responses(400, 401, 403, 413, 422, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -108,12 +108,18 @@ def create_feedback_batch(
 def list_feedback(
     session: ReadSession,
     segment: Annotated[str | None, Query(pattern=SEGMENT_PATTERN)] = None,
-    since: Annotated[datetime | None, Query(description="received at or after")] = None,
+    since: Annotated[str | None, timestamp_query("received at or after")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: CursorQuery = None,
 ) -> FeedbackPage:
     """Page through records in arrival order; pass ``next_cursor`` back for the next page."""
-    return service.list_feedback(session, segment=segment, since=since, limit=limit, cursor=cursor)
+    return service.list_feedback(
+        session,
+        segment=segment,
+        since=parse_timestamp(since, "since"),
+        limit=limit,
+        cursor=cursor,
+    )
 
 
 @router.get(
@@ -132,10 +138,12 @@ def export_feedback(
     database: DatabaseDep,
     format: Annotated[Literal["csv", "ndjson"], Query()] = "ndjson",
     segment: Annotated[str | None, Query(pattern=SEGMENT_PATTERN)] = None,
-    since: Annotated[datetime | None, Query(description="received at or after")] = None,
+    since: Annotated[str | None, timestamp_query("received at or after")] = None,
 ) -> StreamingResponse:
     """Stream every matching record in id order, never holding the table in memory."""
-    lines = service.export_feedback(database, fmt=format, segment=segment, since=since)
+    lines = service.export_feedback(
+        database, fmt=format, segment=segment, since=parse_timestamp(since, "since")
+    )
     media_type = "text/csv" if format == "csv" else "application/x-ndjson"
     filename = f"feedback.{'csv' if format == 'csv' else 'ndjson'}"
     return StreamingResponse(

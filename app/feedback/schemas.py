@@ -19,9 +19,14 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app.config import RESERVED_SEGMENTS, SEGMENT_PATTERN
 from app.feedback.models import DEFAULT_SEGMENT
+from app.params import TIMESTAMP_PATTERN
 
-MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
-MAX_TIMESTAMP = datetime(2100, 1, 1, tzinfo=UTC)
+# PostgreSQL text cannot hold NUL; documented here, enforced by check_no_nul.
+NO_NUL_PATTERN = r"^[^\u0000]*$"
+
+# One day of slack each side: any offset of a 1970-2099 local time stays inside.
+MIN_TIMESTAMP = datetime(1969, 12, 31, tzinfo=UTC)
+MAX_TIMESTAMP = datetime(2100, 1, 2, tzinfo=UTC)
 MAX_METADATA_BYTES = 4096
 
 
@@ -79,12 +84,19 @@ class FeedbackCreate(BaseModel):
         max_length=128,
         strict=True,
         description="The client's idempotency key: a replay with the same body is a no-op",
+        json_schema_extra={"pattern": NO_NUL_PATTERN},
     )
     source: str | None = Field(
-        default=None, max_length=128, strict=True, description="Analyzer or model version"
+        default=None,
+        max_length=128,
+        strict=True,
+        description="Analyzer or model version",
+        json_schema_extra={"pattern": NO_NUL_PATTERN},
     )
     occurred_at: datetime | None = Field(
-        default=None, description="When the finding was made (ISO 8601); default: received time"
+        default=None,
+        description="When the finding was made (ISO 8601, years 1970-2099); default: received",
+        json_schema_extra={"pattern": TIMESTAMP_PATTERN},
     )
     metadata: dict[str, Any] | None = Field(
         default=None, strict=True, description="A small JSON object (at most 4 KiB)"

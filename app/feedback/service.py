@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import hashlib
 import io
@@ -15,7 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.db import Database, utcnow
-from app.errors import ConflictError, InvalidInputError, PayloadTooLargeError
+from app.errors import ConflictError, PayloadTooLargeError
 from app.feedback import repository
 from app.feedback.models import Feedback
 from app.feedback.schemas import (
@@ -27,6 +25,7 @@ from app.feedback.schemas import (
     LabelCounts,
     SegmentStats,
 )
+from app.params import decode_cursor, encode_cursor
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
@@ -134,23 +133,6 @@ def create_feedback_batch(
     return FeedbackBatchResult(
         inserted=inserted, duplicates=duplicates, conflicts=sorted(conflicts)
     )
-
-
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = text.partition(":")
-        if prefix != "id":
-            raise ValueError(prefix)
-        return int(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidInputError(
-            [{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}]
-        ) from exc
 
 
 def list_feedback(

@@ -13,6 +13,7 @@ from app.deps import DatabaseDep, ReadSession, SettingsDep
 from app.errors import responses
 from app.health import service
 from app.health.schemas import HealthReport, HealthSnapshotPage
+from app.params import CursorQuery
 
 router = APIRouter(tags=["health"])
 
@@ -54,7 +55,7 @@ def health_report(request: Request, database: DatabaseDep, settings: SettingsDep
 def health_history(
     session: ReadSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: CursorQuery = None,
 ) -> HealthSnapshotPage:
     """Stored health snapshots (one per health-check job firing), newest first."""
     return service.history(session, limit=limit, cursor=cursor)

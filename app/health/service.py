@@ -16,9 +16,9 @@ from app.calibration import evaluate
 from app.config import Settings
 from app.db import Database, utcnow
 from app.feedback import service as feedback
-from app.feedback.service import decode_cursor, encode_cursor
 from app.health import repository
 from app.health.schemas import Alert, HealthReport, HealthSnapshot, HealthSnapshotPage
+from app.params import decode_cursor, encode_cursor
 from app.registry import repository as registry
 from app.registry import service as registry_service
 from app.training import repository as training

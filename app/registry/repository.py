@@ -124,6 +124,12 @@ def next_activation_after(session: Session, event: ModelEvent) -> ModelEvent | N
     return session.scalars(statement).first()
 
 
+def event_segments(session: Session) -> list[str]:
+    """Every segment that has had an activation."""
+    statement = select(ModelEvent.segment).distinct().order_by(ModelEvent.segment)
+    return list(session.scalars(statement))
+
+
 def activation_live_at(session: Session, segment: str, at: datetime) -> ModelEvent | None:
     """The last activation in ``segment`` at or before ``at``."""
     statement = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
@@ -12,6 +11,7 @@ from app.config import SEGMENT_PATTERN
 from app.deps import ReadSession, SettingsDep, WriteSession
 from app.errors import responses
 from app.feedback.models import DEFAULT_SEGMENT
+from app.params import CursorQuery, parse_timestamp, timestamp_query
 from app.registry import service
 from app.registry.schemas import (
     ActivationRequest,
@@ -29,7 +29,6 @@ _read = [Depends(require_scope("read"))]
 SegmentQuery = Annotated[str, Query(pattern=SEGMENT_PATTERN)]
 SegmentPath = Annotated[str, Path(pattern=SEGMENT_PATTERN)]
 VersionPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
-CursorQuery = Annotated[str | None, Query(max_length=64)]
 LimitQuery = Annotated[int, Query(ge=1, le=500)]
 
 
@@ -90,14 +89,14 @@ def active_artifact(
 def model_history(
     session: ReadSession,
     segment: Annotated[str | None, Query(pattern=SEGMENT_PATTERN)] = None,
-    at: Annotated[
-        datetime | None, Query(description="only the period live at this instant")
-    ] = None,
+    at: Annotated[str | None, timestamp_query("only the periods live at this instant")] = None,
     limit: LimitQuery = 100,
     cursor: CursorQuery = None,
 ) -> LivePeriodPage:
     """Which version was live when: activation periods, newest first."""
-    return service.history(session, segment=segment, at=at, limit=limit, cursor=cursor)
+    return service.history(
+        session, segment=segment, at=parse_timestamp(at, "at"), limit=limit, cursor=cursor
+    )
 
 
 @router.get(
@@ -152,7 +151,7 @@ def model_reliability(
 
 @router.post(
     "/v1/models/{segment}/{version}/activate",
-    responses=responses(401, 403, 404, 409, 422, 503),
+    responses=responses(400, 401, 403, 404, 409, 422, 503),
 )
 def activate_model(
     session: WriteSession,
@@ -178,7 +177,7 @@ def activate_model(
     "/v1/calibrate",
     tags=["calibrate"],
     dependencies=_read,
-    responses=responses(401, 403, 404, 413, 422, 503),
+    responses=responses(400, 401, 403, 404, 413, 422, 503),
 )
 def calibrate(payload: CalibrateRequest, session: ReadSession) -> CalibrateResponse:
     """Apply the segment's active calibrator to raw scores, server-side."""

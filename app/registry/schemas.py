@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.config import SEGMENT_PATTERN
 from app.feedback.models import DEFAULT_SEGMENT
@@ -41,10 +41,19 @@ class ActivationRequest(BaseModel):
     expected_active_version: int | None = Field(
         default=None,
         ge=1,
+        le=2_147_483_647,
         strict=True,
         description="Refuse (409) unless this version is the active one: a compare-and-set",
     )
     reason: str | None = Field(default=None, max_length=500, strict=True)
+
+    @field_validator("expected_active_version", mode="before")
+    @classmethod
+    def _integral_number(cls, value: Any) -> Any:
+        # JSON Schema counts 3.0 as an integer; text and booleans stay refused (strict).
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
 
 class LivePeriod(BaseModel):

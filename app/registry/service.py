@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from app.calibration import Calibrator, evaluate, load_calibrator, reliability_bins
 from app.db import utcnow
-from app.errors import ConflictError, InvalidInputError, NotFoundError
-from app.feedback.service import decode_cursor, encode_cursor
+from app.errors import ConflictError, NotFoundError
 from app.health import repository as monitoring
+from app.params import decode_cursor, encode_cursor
 from app.registry import repository
 from app.registry.models import ModelEvent, ModelVersion
 from app.registry.schemas import (
@@ -266,14 +266,12 @@ def history(
     limit: int,
     cursor: str | None,
 ) -> LivePeriodPage:
-    """Which version was live when: activation periods, newest first, or the one at ``at``."""
+    """Which version was live when: activation periods, newest first, or those live at ``at``."""
     if at is not None:
-        if segment is None:
-            raise InvalidInputError(
-                [{"loc": ["query", "segment"], "msg": "required with 'at'", "type": "missing"}]
-            )
-        event = repository.activation_live_at(session, segment, at)
-        return LivePeriodPage(items=[_period(session, event)] if event else [], next_cursor=None)
+        segments = [segment] if segment else repository.event_segments(session)
+        live = [repository.activation_live_at(session, name, at) for name in segments]
+        items = [_period(session, event) for event in live if event is not None]
+        return LivePeriodPage(items=items, next_cursor=None)
     before_id = decode_cursor(cursor) if cursor else None
     events = repository.activation_events(
         session, segment=segment, before_id=before_id, limit=limit + 1

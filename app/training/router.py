@@ -10,6 +10,7 @@ from app.auth import Principal, require_scope
 from app.config import SEGMENT_PATTERN
 from app.deps import ReadSession, WriteSession
 from app.errors import responses
+from app.params import CursorQuery
 from app.training import service
 from app.training.schemas import TrainingRunCreate, TrainingRunPage, TrainingRunRead
 
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1/training-runs", tags=["training"])
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=responses(401, 403, 409, 422, 503),
+    responses=responses(400, 401, 403, 409, 422, 503),
 )
 def start_training_run(
     request: Request,
@@ -50,7 +51,7 @@ def list_training_runs(
     segment: Annotated[str | None, Query(pattern=SEGMENT_PATTERN)] = None,
     status: Literal["queued", "running", "deployed", "rejected", "skipped", "failed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: CursorQuery = None,
 ) -> TrainingRunPage:
     """Run history, newest first."""
     return service.list_runs(session, segment=segment, status=status, limit=limit, cursor=cursor)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.calibration import Calibrator, identity_calibrator
 from app.db import Database, utcnow
 from app.errors import ConflictError, NotFoundError
-from app.feedback.service import decode_cursor, encode_cursor
+from app.params import decode_cursor, encode_cursor
 from app.registry import service as registry
 from app.training import repository
 from app.training.models import TrainingRun

@@ -1,0 +1,58 @@
+"""Request parameters shared by many routes: keyset cursors and timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Query
+
+from app.errors import InvalidInputError
+
+# Every string this pattern admits is a cursor the service can resume from, so the
+# OpenAPI document is exact: a schema-valid cursor is never refused.
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
+# ISO 8601 date-times of the years 1970-2099, the range the store accepts.
+TIMESTAMP_PATTERN = (
+    r"^(19[7-9][0-9]|20[0-9][0-9])-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}"
+    r"(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+)
+
+CursorQuery = Annotated[
+    str | None,
+    Query(pattern=CURSOR_PATTERN, description="The next_cursor of the previous page"),
+]
+
+
+def timestamp_query(description: str) -> object:
+    """A query parameter holding an ISO 8601 date-time (numbers are not read as epochs)."""
+    return Query(
+        pattern=TIMESTAMP_PATTERN,
+        description=description,
+        json_schema_extra={"format": "date-time"},
+    )
+
+
+def encode_cursor(last_id: int) -> str:
+    return str(last_id)
+
+
+def decode_cursor(cursor: str) -> int:
+    if not cursor.isdigit() or len(cursor) > 18:
+        raise InvalidInputError(
+            [{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}]
+        )
+    return int(cursor)
+
+
+def parse_timestamp(value: str | None, name: str) -> datetime | None:
+    """An aware UTC datetime from a query value (a naive one is read as UTC)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInputError(
+            [{"loc": ["query", name], "msg": "not an ISO 8601 date-time", "type": "value_error"}]
+        ) from exc
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
