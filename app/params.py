@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Query
 
@@ -33,16 +34,28 @@ def timestamp_query(description: str) -> object:
     )
 
 
-def encode_cursor(last_id: int) -> str:
-    return str(last_id)
+class _HasId(Protocol):
+    id: int
 
 
-def decode_cursor(cursor: str) -> int:
+Row = TypeVar("Row", bound=_HasId)
+
+
+def cursor_id(cursor: str | None) -> int | None:
+    """The id a page continues from; ``None`` for the first page."""
+    if cursor is None:
+        return None
     if not cursor.isdigit() or len(cursor) > 18:
         raise InvalidInputError(
             [{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}]
         )
     return int(cursor)
+
+
+def page_of(rows: Sequence[Row], limit: int) -> tuple[list[Row], str | None]:
+    """Rows fetched with ``limit + 1``: this page, and the next page's cursor (``None``: last)."""
+    page = list(rows[:limit])
+    return page, (str(page[-1].id) if len(rows) > limit else None)
 
 
 def parse_timestamp(value: str | None, name: str) -> datetime | None:

@@ -25,7 +25,7 @@ from app.feedback.schemas import (
     LabelCounts,
     SegmentStats,
 )
-from app.params import decode_cursor, encode_cursor
+from app.params import cursor_id, page_of
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
@@ -143,13 +143,10 @@ def list_feedback(
     limit: int,
     cursor: str | None,
 ) -> FeedbackPage:
-    after_id = decode_cursor(cursor) if cursor else None
     records = repository.page(
-        session, segment=segment, since=since, after_id=after_id, limit=limit + 1
+        session, segment=segment, since=since, after_id=cursor_id(cursor), limit=limit + 1
     )
-    has_more = len(records) > limit
-    records = records[:limit]
-    next_cursor = encode_cursor(records[-1].id) if has_more else None
+    records, next_cursor = page_of(records, limit)
     return FeedbackPage(items=[to_read(r) for r in records], next_cursor=next_cursor)
 
 

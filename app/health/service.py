@@ -18,7 +18,7 @@ from app.db import Database, utcnow
 from app.feedback import service as feedback
 from app.health import repository
 from app.health.schemas import Alert, HealthReport, HealthSnapshot, HealthSnapshotPage
-from app.params import decode_cursor, encode_cursor
+from app.params import cursor_id, page_of
 from app.registry import repository as registry
 from app.registry import service as registry_service
 from app.training import repository as training
@@ -278,13 +278,9 @@ def record_snapshot(database: Database, report: HealthReport) -> int:
 
 
 def history(session: Session, *, limit: int, cursor: str | None) -> HealthSnapshotPage:
-    before_id = decode_cursor(cursor) if cursor else None
-    rows = repository.snapshots(session, before_id=before_id, limit=limit + 1)
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    rows = repository.snapshots(session, before_id=cursor_id(cursor), limit=limit + 1)
+    rows, next_cursor = page_of(rows, limit)
     return HealthSnapshotPage(
-        items=[
-            HealthSnapshot(id=r.id, status=r.status, checked_at=r.checked_at, report=r.report)
-            for r in rows[:limit]
-        ],
+        items=[HealthSnapshot.model_validate(row, from_attributes=True) for row in rows],
         next_cursor=next_cursor,
     )

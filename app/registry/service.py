@@ -15,7 +15,7 @@ from app.calibration import Calibrator, evaluate, load_calibrator, reliability_b
 from app.db import utcnow
 from app.errors import ConflictError, NotFoundError
 from app.health import repository as monitoring
-from app.params import decode_cursor, encode_cursor
+from app.params import cursor_id, page_of
 from app.registry import repository
 from app.registry.models import ModelEvent, ModelVersion
 from app.registry.schemas import (
@@ -41,21 +41,7 @@ def canonical_json(document: dict[str, Any]) -> bytes:
 
 
 def to_read(model: ModelVersion) -> ModelVersionRead:
-    return ModelVersionRead(
-        segment=model.segment,
-        version=model.version,
-        method=model.method,
-        status=model.status,
-        metrics=model.metrics,
-        n_train=model.n_train,
-        n_validation=model.n_validation,
-        created_at=model.created_at,
-        activated_at=model.activated_at,
-        params=model.params,
-        training_run_id=model.training_run_id,
-        last_feedback_id=model.last_feedback_id,
-        artifact_sha256=model.artifact_sha256,
-    )
+    return ModelVersionRead.model_validate(model, from_attributes=True)
 
 
 def get_version(session: Session, *, segment: str, version: int) -> ModelVersion:
@@ -86,12 +72,11 @@ def list_versions(
     limit: int,
     cursor: str | None,
 ) -> ModelVersionPage:
-    before_id = decode_cursor(cursor) if cursor else None
     models = repository.list_versions(
-        session, segment=segment, status=status, before_id=before_id, limit=limit + 1
+        session, segment=segment, status=status, before_id=cursor_id(cursor), limit=limit + 1
     )
-    next_cursor = encode_cursor(models[limit - 1].id) if len(models) > limit else None
-    return ModelVersionPage(items=[to_read(m) for m in models[:limit]], next_cursor=next_cursor)
+    models, next_cursor = page_of(models, limit)
+    return ModelVersionPage(items=[to_read(m) for m in models], next_cursor=next_cursor)
 
 
 def _switch_active(
@@ -272,13 +257,12 @@ def history(
         live = [repository.activation_live_at(session, name, at) for name in segments]
         items = [_period(session, event) for event in live if event is not None]
         return LivePeriodPage(items=items, next_cursor=None)
-    before_id = decode_cursor(cursor) if cursor else None
     events = repository.activation_events(
-        session, segment=segment, before_id=before_id, limit=limit + 1
+        session, segment=segment, before_id=cursor_id(cursor), limit=limit + 1
     )
-    next_cursor = encode_cursor(events[limit - 1].id) if len(events) > limit else None
+    events, next_cursor = page_of(events, limit)
     return LivePeriodPage(
-        items=[_period(session, event) for event in events[:limit]], next_cursor=next_cursor
+        items=[_period(session, event) for event in events], next_cursor=next_cursor
     )
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.calibration import Calibrator, identity_calibrator
 from app.db import Database, utcnow
 from app.errors import ConflictError, NotFoundError
-from app.params import decode_cursor, encode_cursor
+from app.params import cursor_id, page_of
 from app.registry import service as registry
 from app.training import repository
 from app.training.models import TrainingRun
@@ -73,12 +73,11 @@ def list_runs(
     limit: int,
     cursor: str | None,
 ) -> TrainingRunPage:
-    before_id = decode_cursor(cursor) if cursor else None
     runs = repository.list_runs(
-        session, segment=segment, status=status, before_id=before_id, limit=limit + 1
+        session, segment=segment, status=status, before_id=cursor_id(cursor), limit=limit + 1
     )
-    next_cursor = encode_cursor(runs[limit - 1].id) if len(runs) > limit else None
-    return TrainingRunPage(items=[to_read(r) for r in runs[:limit]], next_cursor=next_cursor)
+    runs, next_cursor = page_of(runs, limit)
+    return TrainingRunPage(items=[to_read(r) for r in runs], next_cursor=next_cursor)
 
 
 def fail_abandoned_runs(session: Session, *, stale_after: timedelta, reason: str) -> list[int]:
