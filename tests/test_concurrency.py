@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,6 +14,7 @@ from app.feedback.models import Feedback
 from app.registry.models import ModelVersion
 
 WORKERS = 12
+OPEN = ("queued", "running")
 
 
 def test_parallel_training_triggers_give_one_202_and_409s(live_server: str) -> None:
@@ -36,7 +38,10 @@ def test_parallel_training_triggers_give_one_202_and_409s(live_server: str) -> N
             assert "training run" in response.json()["detail"]
     with httpx.Client(base_url=live_server) as client:
         runs = client.get("/v1/training-runs").json()["items"]
-    assert {run["id"] for run in runs} == run_ids
+        assert {run["id"] for run in runs} == run_ids
+        for run_id in run_ids:
+            while client.get(f"/v1/training-runs/{run_id}").json()["status"] in OPEN:
+                time.sleep(0.05)
 
 
 def test_parallel_activations_leave_exactly_one_active(

@@ -49,7 +49,8 @@ class TcpProxy:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
         listener.listen(64)
-        self._listener = listener
+        with self._lock:
+            self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def _accept(self, listener: socket.socket) -> None:
@@ -60,6 +61,10 @@ class TcpProxy:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
+                if self._listener is not listener:  # cut while this one was being accepted
+                    client.close()
+                    upstream.close()
+                    continue
                 self._pairs.append((client, upstream))
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
@@ -78,10 +83,10 @@ class TcpProxy:
 
     def cut(self) -> None:
         """Refuse new connections and reset the open ones, as a dead database host would."""
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
         with self._lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
             pairs, self._pairs = self._pairs, []
         for pair in pairs:
             for end in pair:

@@ -69,11 +69,18 @@ class TrainingRunner:
         for thread in self._workers + self._background:
             thread.start()
 
-    def stop(self) -> None:
-        """Stop taking work. A run in progress is abandoned and later reaped as failed."""
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop taking work and give runs in progress ``grace`` seconds to finish.
+
+        A run still going after that is abandoned with the process and reaped as failed.
+        """
         self._stopping.set()
         for _ in self._workers:
             self._queue.put(_STOP)
+        deadline = time.monotonic() + grace
+        for thread in self._workers:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def submit(self, run_id: int) -> None:
         with self._held_lock:
