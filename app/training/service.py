@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import traceback
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -159,25 +160,51 @@ def _log_outcome(run_id: int, segment: str, status: str, reason: str, **extra: A
     )
 
 
+@dataclass(frozen=True)
+class _TrainingData:
+    """What one run trains on: the arrays up to a feedback id, and the model to beat."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    up_to: int
+    production: Calibrator
+    production_version: int | None
+
+
+def _load(database: Database, policy: TrainingPolicy, run: TrainingRun) -> _TrainingData | str:
+    """The run's data in one read transaction, or the reason it should be skipped."""
+    with database.session_scope(write=False) as session:
+        up_to = repository.max_feedback_id(session, run.segment) or 0
+        skip = _skip_reason(
+            session, segment=run.segment, force=run.force, policy=policy, up_to=up_to
+        )
+        if skip is not None:
+            return skip
+        scores, labels = repository.feedback_arrays(session, run.segment, up_to)
+        skip = _class_skip_reason(labels)
+        if skip is not None:
+            return skip
+        active = registry.find_active(session, segment=run.segment)
+        return _TrainingData(
+            scores=scores,
+            labels=labels,
+            up_to=up_to,
+            production=registry.calibrator_for(active) if active else identity_calibrator(),
+            production_version=active.version if active else None,
+        )
+
+
 def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
     segment = run.segment
-    with database.session_scope(write=False) as session:
-        up_to = repository.max_feedback_id(session, segment) or 0
-        skip = _skip_reason(session, segment=segment, force=run.force, policy=policy, up_to=up_to)
-        if skip is None:
-            scores, labels = repository.feedback_arrays(session, segment, up_to)
-            skip = _class_skip_reason(labels)
-            active = registry.find_active(session, segment=segment)
-            production: Calibrator = (
-                registry.calibrator_for(active) if active else identity_calibrator()
-            )
-            production_version = active.version if active else None
-    if skip is not None:
-        _finish(database, run.id, status="skipped", reason=skip, last_feedback_id=None)
-        _log_outcome(run.id, segment, "skipped", skip)
+    data = _load(database, policy, run)
+    if isinstance(data, str):
+        _finish(database, run.id, status="skipped", reason=data, last_feedback_id=None)
+        _log_outcome(run.id, segment, "skipped", data)
         return "skipped"
+    scores, labels, up_to = data.scores, data.labels, data.up_to
+    production_version = data.production_version
 
-    evaluation = evaluate_candidate(scores, labels, production, policy)
+    evaluation = evaluate_candidate(scores, labels, data.production, policy)
     results = {**evaluation.results, "production_version": production_version}
     reason = evaluation.reason
     with database.session_scope() as session:
