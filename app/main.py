@@ -19,7 +19,7 @@ from app.metrics import HTTPMetricsMiddleware, ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware
 from app.registry.router import router as registry_router
 from app.scheduler import MLScheduler
-from app.training.pipeline import TrainingPolicy
+from app.training.pipeline import MLTrainingPipeline
 from app.training.router import router as training_router
 from app.training.runner import TrainingRunner
 
@@ -40,19 +40,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         database = Database(settings)
         metrics = ServiceMetrics(database)
+        pipeline = MLTrainingPipeline(settings=settings, database=database)
         runner = TrainingRunner(
-            database,
-            TrainingPolicy.from_settings(settings),
+            pipeline,
             heartbeat_every=settings.run_heartbeat_seconds,
             stale_after=settings.run_stale_after_seconds,
             reap_every=settings.run_reap_interval_seconds,
             on_finished=metrics.training_finished,
         )
         scheduler = MLScheduler(
-            settings, database, runner, on_health_report=metrics.health_reported
+            settings, pipeline, runner, on_health_report=metrics.health_reported
         )
         app.state.database = database
         app.state.metrics = metrics
+        app.state.pipeline = pipeline
         app.state.training_runner = runner
         app.state.scheduler = scheduler
         runner.start()

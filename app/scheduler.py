@@ -16,12 +16,12 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from app.config import Settings
-from app.db import Database, utcnow
+from app.db import utcnow
 from app.errors import ConflictError
 from app.feedback import service as feedback
 from app.health import service as health
 from app.training import repository as training_repository
-from app.training import service as training
+from app.training.pipeline import MLTrainingPipeline
 from app.training.runner import TrainingRunner
 
 logger = logging.getLogger(__name__)
@@ -107,14 +107,15 @@ class MLScheduler:
     def __init__(
         self,
         settings: Settings,
-        database: Database,
+        pipeline: MLTrainingPipeline,
         runner: TrainingRunner,
         *,
         training_trigger: BaseTrigger | None = None,
         on_health_report: Any = None,
     ) -> None:
         self.settings = settings
-        self.database = database
+        self.pipeline = pipeline
+        self.database = pipeline.database
         self.runner = runner
         self.on_health_report = on_health_report
         self.timezone = ZoneInfo(settings.timezone)
@@ -204,7 +205,7 @@ class MLScheduler:
         for segment in due:
             try:
                 with self.database.session_scope() as session:
-                    run = training.start_run(
+                    run = self.pipeline.start_run(
                         session,
                         segment=segment,
                         force=False,

@@ -195,16 +195,16 @@ class StageTimer:
     @contextlib.contextmanager
     def installed(self) -> Iterator[StageTimer]:
         from app.registry import service as registry
-        from app.training import pipeline, repository
+        from app.training import evaluation, repository
 
         self.wrap(repository, "max_feedback_id", "checks")
         self.wrap(repository, "count_feedback_between", "checks")
         self.wrap(repository, "feedback_arrays", "read")
-        self.wrap(pipeline, "train_test_split", "split")
-        self.wrap(pipeline, "fit_calibrator", "fit")
-        self.wrap(pipeline, "_scored", "score")
-        self.wrap(pipeline, "paired_bootstrap", "bootstrap")
-        self.wrap(pipeline, "reliability_bins", "reliability")
+        self.wrap(evaluation, "train_test_split", "split")
+        self.wrap(evaluation, "fit_calibrator", "fit")
+        self.wrap(evaluation, "_scored", "score")
+        self.wrap(evaluation, "paired_bootstrap", "bootstrap")
+        self.wrap(evaluation, "reliability_bins", "reliability")
         self.wrap(registry, "register_version", "write")
         try:
             yield self
@@ -218,7 +218,7 @@ def phase_e2e(url: str, profile: str | None) -> dict[str, Any]:
     from app.db import Database
     from app.training import service
     from app.training.models import TrainingRun
-    from app.training.pipeline import TrainingPolicy
+    from app.training.evaluation import TrainingPolicy
 
     settings = Settings(database_url=url, env="test", scheduler_enabled=False)
     database = Database(settings)

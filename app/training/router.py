@@ -31,7 +31,7 @@ def start_training_run(
 ) -> TrainingRunRead:
     """Queue a training run; follow it at ``GET /v1/training-runs/{id}``."""
     payload = payload or TrainingRunCreate()
-    run = service.start_run(
+    run = request.app.state.pipeline.start_run(
         session,
         segment=payload.segment,
         force=payload.force,

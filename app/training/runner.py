@@ -6,18 +6,44 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import Database
 from app.training import service
-from app.training.pipeline import TrainingPolicy
+
+if TYPE_CHECKING:
+    from app.training.pipeline import MLTrainingPipeline
 
 logger = logging.getLogger(__name__)
 
 _STOP = -1
+
+
+@contextmanager
+def heartbeat(database: Database, run_id: int, *, every: float) -> Iterator[None]:
+    """Heartbeat one run from a daemon thread while the block runs."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            try:
+                with database.session_scope() as session:
+                    service.heartbeat(session, run_ids=[run_id])
+            except Exception:
+                logger.exception("heartbeat of training run %s failed", run_id)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 class TrainingRunner:
@@ -30,8 +56,7 @@ class TrainingRunner:
 
     def __init__(
         self,
-        database: Database,
-        policy: TrainingPolicy,
+        pipeline: MLTrainingPipeline,
         *,
         workers: int = 2,
         heartbeat_every: float = 5.0,
@@ -39,8 +64,8 @@ class TrainingRunner:
         reap_every: float = 10.0,
         on_finished: Callable[[str, float], None] | None = None,
     ) -> None:
-        self.database = database
-        self.policy = policy
+        self.pipeline = pipeline
+        self.database = pipeline.database
         self.heartbeat_every = heartbeat_every
         self.stale_after = timedelta(seconds=stale_after)
         self.reap_every = reap_every
@@ -130,7 +155,7 @@ class TrainingRunner:
                 return
             started = time.perf_counter()
             try:
-                status = service.execute_run(self.database, self.policy, run_id)
+                status = self.pipeline.execute(run_id)
             except Exception:
                 logger.exception("training run %s crashed the worker", run_id)
                 status = "failed"

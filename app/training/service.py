@@ -18,8 +18,8 @@ from app.errors import ConflictError, NotFoundError
 from app.params import cursor_id, page_of
 from app.registry import service as registry
 from app.training import repository
+from app.training.evaluation import TrainingPolicy, evaluate_candidate
 from app.training.models import TrainingRun
-from app.training.pipeline import TrainingPolicy, evaluate_candidate
 from app.training.schemas import TrainingRunPage, TrainingRunRead
 
 logger = logging.getLogger(__name__)

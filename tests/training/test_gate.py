@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.calibration import identity_calibrator
-from app.training.pipeline import TrainingPolicy, _gate, evaluate_candidate
+from app.training.evaluation import TrainingPolicy, _gate, evaluate_candidate
 
 POLICY = TrainingPolicy(threshold=0.05)
 INTERVAL = {"low": -0.02, "high": -0.01, "estimate": -0.015}
