@@ -42,3 +42,33 @@ def test_unreachable_database_is_503_with_retry_after() -> None:
         assert ready.status_code == 503
         assert ready.json()["database"] == "unreachable"
         assert client.get("/health/live").status_code == 200
+
+
+NEEDS_DATABASE = [
+    ("GET", "/v1/feedback", None),
+    ("GET", "/v1/feedback/export", None),
+    ("POST", "/v1/training-runs", {}),
+    ("GET", "/v1/training-runs", None),
+    ("GET", "/v1/training-runs/1", None),
+    ("GET", "/v1/models", None),
+    ("GET", "/v1/models/active", None),
+    ("GET", "/v1/models/active/artifact", None),
+    ("GET", "/v1/models/history", None),
+    ("GET", "/v1/models/default/1", None),
+    ("GET", "/v1/models/default/1/reliability", None),
+    ("POST", "/v1/models/default/1/activate", None),
+    ("POST", "/v1/calibrate", {"scores": [0.5]}),
+    ("GET", "/health/history", None),
+    ("GET", "/dashboard", None),
+]
+
+
+def test_every_endpoint_that_needs_the_database_says_503_with_retry_after() -> None:
+    with TestClient(create_app(Settings(database_url=UNREACHABLE_PG))) as client:
+        for method, path, body in NEEDS_DATABASE:
+            response = client.request(method, path, json=body)
+            assert response.status_code == 503, (method, path, response.text)
+            assert response.headers["Retry-After"].isdigit(), path
+        # Operations endpoints keep answering without it.
+        assert client.get("/v1/scheduler").status_code == 200
+        assert client.get("/metrics").status_code == 200
