@@ -16,6 +16,11 @@ from app.health.models import HealthCheck
 feedback_table = Feedback.__table__
 
 
+def ping(session: Session) -> None:
+    """One round trip to the database."""
+    session.execute(select(1))
+
+
 def add_snapshot(session: Session, *, status: str, report: dict[str, Any], now: datetime) -> int:
     snapshot = HealthCheck(status=status, report=report, checked_at=now)
     session.add(snapshot)

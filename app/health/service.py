@@ -7,7 +7,6 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -222,7 +221,7 @@ def build_report(
     try:
         with database.session_scope(write=False) as session:
             started = time.perf_counter()
-            session.execute(text("SELECT 1"))
+            repository.ping(session)
             checks["database"] = {
                 "status": "ok",
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
