@@ -33,7 +33,15 @@ def insert_one(session: Session, row: dict[str, Any]) -> int | None:
     return session.execute(statement, row).scalar_one_or_none()
 
 
-def insert_many(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+# A batch item ready for the driver: (external_id, segment, score, label, source, occurred_at,
+# metadata, body_sha256). occurred_at is ``sqlite_timestamp`` text (None: the received time),
+# metadata the text ``json.dumps`` writes, body_sha256 None without an external_id.
+BatchRow = tuple[str | None, str, float, bool, str | None, str | None, str | None, str | None]
+BATCH_EXTERNAL_ID = 0
+BATCH_BODY_SHA256 = 7
+
+
+def insert_many(session: Session, rows: Sequence[BatchRow], received_at: datetime) -> int:
     """Insert records in one transaction, skipping those whose ``external_id`` is stored.
 
     Returns how many were inserted. The rows go straight to the driver (a 10,000-record batch
@@ -43,9 +51,10 @@ def insert_many(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     if not rows:
         return 0
     connection = session.connection()
+    received = sqlite_timestamp(received_at)
     if connection.dialect.name == "postgresql":
-        return _copy_skipping_known_ids(connection, rows)
-    return _executemany_skipping_known_ids(connection, rows)
+        return _copy_skipping_known_ids(connection, rows, received)
+    return _executemany_skipping_known_ids(connection, rows, received)
 
 
 # The tuples below follow this column order.
@@ -81,50 +90,47 @@ def sqlite_timestamp(value: datetime) -> str:
     return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
-def _json_or_null(value: dict[str, Any] | None) -> str | None:
-    # json.dumps with its defaults is what SQLAlchemy's JSON type writes.
-    return None if value is None else json.dumps(value)
-
-
-def _executemany_skipping_known_ids(connection: Connection, rows: Sequence[dict[str, Any]]) -> int:
-    # The rows of a batch share their received time: format each one once.
-    received = {row["received_at"] for row in rows}
-    received_text = {value: sqlite_timestamp(value) for value in received}
+def _executemany_skipping_known_ids(
+    connection: Connection, rows: Sequence[BatchRow], received: str
+) -> int:
     parameters = [
-        (
-            row["external_id"],
-            row["segment"],
-            row["score"],
-            row["label"],
-            row["source"],
-            sqlite_timestamp(row["occurred_at"]),
-            received_text[row["received_at"]],
-            _json_or_null(row["metadata"]),
-            row["body_sha256"],
-        )
-        for row in rows
+        (external_id, segment, score, label, source, occurred or received, received, meta, digest)
+        for external_id, segment, score, label, source, occurred, meta, digest in rows
     ]
     return connection.exec_driver_sql(_SQLITE_INSERT, parameters).rowcount
 
 
-def _copy_skipping_known_ids(connection: Connection, rows: Sequence[dict[str, Any]]) -> int:
+def _copy_skipping_known_ids(
+    connection: Connection, rows: Sequence[BatchRow], received: str
+) -> int:
     connection.exec_driver_sql(_PG_STAGING)
     driver_connection = connection.connection.driver_connection
+    received += "+00"  # the SQLite text is naive UTC
     try:
         with driver_connection.cursor() as cursor, cursor.copy(_PG_COPY) as copy:
-            for index, row in enumerate(rows):
-                copy.write_row(
+            write_row = copy.write_row
+            for index, (
+                external_id,
+                segment,
+                score,
+                label,
+                source,
+                occurred,
+                meta,
+                digest,
+            ) in enumerate(rows):
+                write_row(
                     (
                         index,
-                        row["external_id"],
-                        row["segment"],
-                        row["score"],
-                        row["label"],
-                        row["source"],
-                        row["occurred_at"].isoformat(),
-                        row["received_at"].isoformat(),
-                        _json_or_null(row["metadata"]),
-                        row["body_sha256"],
+                        external_id,
+                        segment,
+                        score,
+                        label,
+                        source,
+                        received if occurred is None else occurred + "+00",
+                        received,
+                        meta,
+                        digest,
                     )
                 )
     except connection.dialect.loaded_dbapi.Error as exc:

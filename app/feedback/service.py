@@ -94,44 +94,44 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_feedback_batch(
-    session: Session, *, items: list[FeedbackCreate], max_batch_size: int
+    session: Session, *, rows: list[repository.BatchRow], max_batch_size: int
 ) -> FeedbackBatchResult:
-    """Store a batch at once; items whose external id is known are skipped and reported."""
-    if len(items) > max_batch_size:
+    """Store a batch at once; items whose external id is known are skipped and reported.
+
+    ``rows`` come from ``batch.parse_batch``, one per item in the body's order. The first item
+    of each external id is offered to the database, which skips the ids it holds already (or
+    that a concurrent request stored a moment ago). Only when it skipped some, or an id repeats
+    inside the batch, are the bodies compared: an item whose body differs from the one stored
+    under its id is a conflict, any other skipped item a duplicate. A batch of new ids (the
+    usual case) costs the insert alone.
+    """
+    if len(rows) > max_batch_size:
         raise PayloadTooLargeError(
-            f"batch has {len(items)} items; at most {max_batch_size} are accepted per request"
+            f"batch has {len(rows)} items; at most {max_batch_size} are accepted per request"
         )
     now = utcnow()
-    rows = [_row(item, now) for item in items]
-    keyed = {row["external_id"] for row in rows if row["external_id"] is not None}
-    stored = repository.body_hashes(session, keyed)
+    key_at, digest_at = repository.BATCH_EXTERNAL_ID, repository.BATCH_BODY_SHA256
+    first: dict[str, str | None] = {}  # external id -> body hash of its first item
+    offered: list[repository.BatchRow] = []
+    for row in rows:
+        key = row[key_at]
+        if key is None:
+            offered.append(row)
+        elif key not in first:
+            first[key] = row[digest_at]
+            offered.append(row)
 
-    to_insert: list[dict[str, Any]] = []
+    inserted = repository.insert_many(session, offered, now)
     conflicts: list[int] = []
-    duplicates = 0
-    for index, row in enumerate(rows):
-        key = row["external_id"]
-        if key is not None and key in stored:
-            if stored[key] == row["body_sha256"]:
-                duplicates += 1
-            else:
+    if inserted < len(offered) or len(offered) < len(rows):
+        # Every first item stored: their bodies are the stored ones. Else ask the database.
+        stored = first if inserted == len(offered) else repository.body_hashes(session, first)
+        for index, row in enumerate(rows):
+            key = row[key_at]
+            if key is not None and stored.get(key) != row[digest_at]:
                 conflicts.append(index)
-            continue
-        if key is not None:
-            stored[key] = row["body_sha256"]
-        to_insert.append(row)
-
-    inserted = repository.insert_many(session, to_insert)
-    if inserted < len(to_insert):
-        # Another request stored some of these ids between our lookup and our insert.
-        raced = {row["external_id"]: row["body_sha256"] for row in to_insert}
-        now_stored = repository.body_hashes(session, (key for key in raced if key is not None))
-        index_of = {row["external_id"]: index for index, row in enumerate(rows)}
-        lost = [key for key, digest in raced.items() if now_stored.get(key) != digest]
-        conflicts.extend(index_of[key] for key in lost)
-        duplicates += len(to_insert) - inserted - len(lost)
     return FeedbackBatchResult(
-        inserted=inserted, duplicates=duplicates, conflicts=sorted(conflicts)
+        inserted=inserted, duplicates=len(rows) - inserted - len(conflicts), conflicts=conflicts
     )
 
 
