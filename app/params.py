@@ -16,7 +16,7 @@ CURSOR_PATTERN = r"^[0-9]{1,18}$"
 # ISO 8601 date-times of the years 1970-2099, the range the store accepts.
 TIMESTAMP_PATTERN = (
     r"^(19[7-9][0-9]|20[0-9][0-9])-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}"
-    r"(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+    r"(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?$"
 )
 
 CursorQuery = Annotated[

@@ -33,7 +33,12 @@ from typing_extensions import TypedDict
 from app.config import RESERVED_SEGMENTS, SEGMENT_PATTERN
 from app.feedback.models import DEFAULT_SEGMENT
 from app.feedback.repository import BatchRow, sqlite_timestamp
-from app.feedback.schemas import MAX_METADATA_BYTES, FeedbackBatchCreate, FeedbackCreate
+from app.feedback.schemas import (
+    MAX_METADATA_BYTES,
+    FeedbackBatchCreate,
+    FeedbackCreate,
+    encodes_nul,
+)
 from app.feedback.service import body_sha256
 
 
@@ -65,7 +70,7 @@ _FAST = TypeAdapter(_Body)
 # day (fromisoformat refuses more) keep every such instant inside check_timestamp's bounds.
 _TIMESTAMP = re.compile(
     r"((?:19[7-9][0-9]|20[0-9][0-9])-[0-9]{2}-[0-9]{2})T([0-9]{2}:[0-9]{2}:[0-9]{2})"
-    r"(?:\.([0-9]{1,6}))?(Z|[+-][0-9]{2}:[0-9]{2})?"
+    r"(?:\.([0-9]{1,6}))?(Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?"
 )
 _UTC_ZONES = frozenset({None, "Z", "+00:00", "-00:00"})
 # The usual case, without the regular expression: "YYYY-MM-DDTHH:MM:SS" and one of these.
@@ -157,7 +162,7 @@ def _fast_rows(body: bytes) -> list[BatchRow]:
             metadata_json = "null"
         else:
             metadata_json = _CANONICAL.encode(metadata)  # ValueError on NaN or Infinity
-            if "\\u0000" in metadata_json or len(metadata_json) > MAX_METADATA_BYTES:
+            if encodes_nul(metadata_json) or len(metadata_json) > MAX_METADATA_BYTES:
                 raise _NotFast
             stored_metadata = _STORED.encode(metadata)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +43,16 @@ def check_no_nul(value: str | None) -> str | None:
     return value
 
 
+# A NUL character is written \u0000 in JSON; a backslash before it would make it literal text.
+_ENCODED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_TIMESTAMP_TEXT = re.compile(TIMESTAMP_PATTERN)
+
+
+def encodes_nul(encoded: str) -> bool:
+    """Whether ASCII-escaped JSON text holds a real NUL character (not the text "\\u0000")."""
+    return "\\u0000" in encoded and _ENCODED_NUL.search(encoded) is not None
+
+
 def check_small_json_object(value: dict[str, Any] | None) -> dict[str, Any] | None:
     """At most ``MAX_METADATA_BYTES`` of JSON, without NaN, Infinity or NUL characters."""
     if value is None:
@@ -50,7 +61,7 @@ def check_small_json_object(value: dict[str, Any] | None) -> dict[str, Any] | No
         encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except ValueError as exc:
         raise ValueError("must not contain NaN or Infinity") from exc
-    if "\\u0000" in encoded:
+    if encodes_nul(encoded):
         raise ValueError("must not contain NUL characters")
     if len(encoded.encode()) > MAX_METADATA_BYTES:
         raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
@@ -105,9 +116,12 @@ class FeedbackCreate(BaseModel):
     @field_validator("occurred_at", mode="before")
     @classmethod
     def _timestamp_is_text(cls, value: Any) -> Any:
-        # Lax datetime parsing would turn a number into a date: only ISO 8601 text is accepted.
-        if value is not None and not isinstance(value, str | datetime):
-            raise ValueError("must be an ISO 8601 date-time string")
+        # Lax parsing would read a number, or digits in a string, as an epoch: only ISO 8601
+        # date-time text of the accepted years gets through.
+        if value is None or isinstance(value, datetime):
+            return value
+        if not isinstance(value, str) or not _TIMESTAMP_TEXT.fullmatch(value):
+            raise ValueError("must be an ISO 8601 date-time string (years 1970-2099)")
         return value
 
     @model_validator(mode="after")

@@ -257,6 +257,7 @@ def test_bad_item_errors_are_the_reference_errors() -> None:
     assert [error["loc"] for error in errors] == [  # type: ignore[index]
         ("items", 1, "score"),
         ("items", 1, "label"),
+        ("items", 2, "occurred_at"),
         ("items", 2, "x"),
     ]
 

@@ -110,6 +110,8 @@ BAD_INPUTS = [
     ('{"score": 0.5, "label": true, "occurred_at": 1700000000}', "occurred_at"),
     ('{"score": 0.5, "label": true, "occurred_at": "0161-01-01T00:00:00Z"}', "occurred_at"),
     ('{"score": 0.5, "label": true, "occurred_at": "yesterday"}', "occurred_at"),
+    ('{"score": 0.5, "label": true, "occurred_at": "1700000000"}', "occurred_at"),
+    ('{"score": 0.5, "label": true, "occurred_at": "2026-11-01"}', "occurred_at"),
     ('{"score": 0.5, "label": true, "metadata": [1, 2]}', "metadata"),
     ('{"score": 0.5, "label": true, "metadata": {"x": NaN}}', "metadata"),
     ('{"score": 0.5, "label": true, "metadata": {"x": "\\u0000"}}', "metadata"),
@@ -488,3 +490,12 @@ def test_consecutive_batches_keep_order_and_skip_replays(
     assert result == {"inserted": 200, "duplicates": 100, "conflicts": []}
     rows = stored(clean_database)
     assert [row.external_id for row in rows] == [f"k-{i}" for i in range(500)]
+
+
+def test_metadata_may_hold_the_text_of_an_escaped_nul(client: TestClient) -> None:
+    body = {"score": 0.5, "label": True, "metadata": {"pattern": "\\u0000"}}
+    response = client.post("/v1/feedback", json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["metadata"] == {"pattern": "\\u0000"}
+    batch = client.post("/v1/feedback/batch", json={"items": [body]})
+    assert batch.status_code == 201 and batch.json()["inserted"] == 1
