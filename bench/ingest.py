@@ -154,6 +154,7 @@ def raw_sqlite(path: Path, rows: list[tuple]) -> float:
     try:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA wal_autocheckpoint=10000")
         start = time.perf_counter()
         connection.execute("BEGIN IMMEDIATE")
         connection.executemany(_INSERT, prepared)
