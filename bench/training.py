@@ -217,8 +217,8 @@ def phase_e2e(url: str, profile: str | None) -> dict[str, Any]:
     from app.config import Settings
     from app.db import Database
     from app.training import service
-    from app.training.models import TrainingRun
     from app.training.evaluation import TrainingPolicy
+    from app.training.models import TrainingRun
 
     settings = Settings(database_url=url, env="test", scheduler_enabled=False)
     database = Database(settings)
