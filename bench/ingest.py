@@ -13,19 +13,14 @@ database. The script stops by itself: sizes are capped and every wait has a dead
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
 import random
-import socket
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,11 +28,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
-
-from app import migrations  # noqa: E402
+from support import DEFAULT_ADMIN_DSN, postgres_database, running_service, sqlite_database
 
 MAX_ROWS = 2_000_000
 SEGMENTS = ("default", "contracts", "invoices", "emails")
@@ -52,19 +43,7 @@ COLUMNS = (
     "body_sha256",
 )
 API_KEY = f"bench-{uuid.uuid4().hex}"
-SERVER = """
-import sys, uvicorn
-from app.config import Settings
-from app.main import create_app
-settings = Settings(
-    database_url=sys.argv[1],
-    env="test",
-    scheduler_enabled=False,
-    api_keys={sys.argv[3]: ["feedback:write"]},
-)
-app = create_app(settings)
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), workers=1, log_level="warning")
-"""
+SCOPES = ("feedback:write",)
 
 
 @dataclass(frozen=True)
@@ -111,34 +90,6 @@ def make_workload(n: int, batch_size: int, seed: int) -> Workload:
         for start in range(0, n, batch_size)
     ]
     return Workload(bodies=bodies, rows=rows, n=n)
-
-
-# --- fresh databases -------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def sqlite_database() -> Iterator[tuple[str, Path]]:
-    with tempfile.TemporaryDirectory(prefix="calib_bench_") as folder:
-        path = Path(folder) / "bench.db"
-        url = f"sqlite:///{path}"
-        migrations.upgrade(url)
-        yield url, path
-
-
-@contextlib.contextmanager
-def postgres_database(admin_dsn: str) -> Iterator[tuple[str, str]]:
-    name = f"calib_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = admin_dsn.rsplit("/", 1)[0]
-    dsn = f"{base}/{name}"
-    try:
-        url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
-        migrations.upgrade(url)
-        yield url, dsn
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- the raw driver ceiling ------------------------------------------------------------------
@@ -193,42 +144,6 @@ def raw_pg_executemany(dsn: str, rows: list[tuple]) -> float:
 
 
 # --- the service over HTTP -------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_service(database_url: str, deadline: float) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVER, database_url, str(port), API_KEY],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        started = time.monotonic()
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the service exited with code {process.returncode}")
-            if time.monotonic() - started > 30 or time.monotonic() > deadline:
-                raise RuntimeError("the service did not start within 30 s")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base_url}/health/live", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def post_batches(base_url: str, bodies: list[bytes], clients: int, deadline: float) -> float:
@@ -293,12 +208,15 @@ def run(args: argparse.Namespace) -> list[Result]:
     http_paths = [(f"HTTP, {c} client{'s' if c > 1 else ''}", c) for c in args.clients]
 
     if "sqlite" in args.backends:
-        with sqlite_database() as (_url, path):
+        with sqlite_database() as db:
             measure(
-                "raw executemany", "sqlite", lambda: raw_sqlite(path, work.rows), work.n, results
+                "raw executemany", "sqlite", lambda: raw_sqlite(db.path, work.rows), work.n, results
             )
         for label, clients in http_paths:
-            with sqlite_database() as (url, _path), running_service(url, deadline) as base:
+            with (
+                sqlite_database() as db,
+                running_service(db.url, API_KEY, SCOPES, deadline=deadline) as base,
+            ):
                 measure(
                     label,
                     "sqlite",
@@ -308,20 +226,22 @@ def run(args: argparse.Namespace) -> list[Result]:
                 )
 
     if "postgresql" in args.backends:
-        with postgres_database(args.pg_dsn) as (_url, dsn):
-            measure("raw COPY", "postgresql", lambda: raw_pg_copy(dsn, work.rows), work.n, results)
-        with postgres_database(args.pg_dsn) as (_url, dsn):
+        with postgres_database(args.pg_dsn) as db:
+            measure(
+                "raw COPY", "postgresql", lambda: raw_pg_copy(db.dsn, work.rows), work.n, results
+            )
+        with postgres_database(args.pg_dsn) as db:
             measure(
                 "raw executemany",
                 "postgresql",
-                lambda: raw_pg_executemany(dsn, work.rows),
+                lambda: raw_pg_executemany(db.dsn, work.rows),
                 work.n,
                 results,
             )
         for label, clients in http_paths:
             with (
-                postgres_database(args.pg_dsn) as (url, _dsn),
-                running_service(url, deadline) as base,
+                postgres_database(args.pg_dsn) as db,
+                running_service(db.url, API_KEY, SCOPES, deadline=deadline) as base,
             ):
                 measure(
                     label,
@@ -364,9 +284,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--pg-dsn",
-        default=os.environ.get(
-            "CALIB_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=os.environ.get("CALIB_TEST_PG_DSN", DEFAULT_ADMIN_DSN),
         help="an admin connection on the loopback server, to create and drop the bench database",
     )
     parser.add_argument("--max-seconds", type=float, default=600, help="give up after this long")

@@ -26,8 +26,6 @@ import contextlib
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,12 +40,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psycopg
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
-
-from app import migrations  # noqa: E402
+from support import DEFAULT_ADMIN_DSN, postgres_database, running_service, sqlite_database
 
 MAX_SECONDS = 120
 MAX_CLIENTS = 64
@@ -56,51 +49,10 @@ REQUEST_TIMEOUT = 30.0
 FINAL_RUN_STATUSES = frozenset({"deployed", "rejected", "skipped", "failed"})
 API_KEY = f"bench-{uuid.uuid4().hex}"
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
-SERVER = """
-import sys, uvicorn
-from app.config import Settings
-from app.main import create_app
-settings = Settings(
-    database_url=sys.argv[1],
-    env="test",
-    scheduler_enabled=False,
-    api_keys={sys.argv[3]: ["feedback:write", "read", "train"]},
-)
-app = create_app(settings)
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), workers=1, log_level="warning")
-"""
+SCOPES = ("feedback:write", "read", "train")
 
 
-# --- fresh databases and the service ---------------------------------------------------------
-
-
-@contextlib.contextmanager
-def sqlite_database() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="calib_load_") as folder:
-        url = f"sqlite:///{Path(folder) / 'load.db'}"
-        migrations.upgrade(url)
-        yield url
-
-
-@contextlib.contextmanager
-def postgres_database(admin_dsn: str) -> Iterator[str]:
-    name = f"calib_load_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        dsn = f"{admin_dsn.rsplit('/', 1)[0]}/{name}"
-        url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
-        migrations.upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+# --- the service with its stderr -------------------------------------------------------------
 
 
 @dataclass
@@ -124,37 +76,12 @@ class Service:
 
 
 @contextlib.contextmanager
-def running_service(database_url: str) -> Iterator[Service]:
-    port = free_port()
+def service_with_stderr(database_url: str) -> Iterator[Service]:
+    """The service (see ``support.running_service``) with its stderr kept in a temporary file."""
     with tempfile.NamedTemporaryFile(prefix="calib_load_stderr_", suffix=".log") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-c", SERVER, database_url, str(port), API_KEY],
-            cwd=PROJECT_ROOT,
-            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-        service = Service(f"http://127.0.0.1:{port}", Path(stderr.name))
-        try:
-            started = time.monotonic()
-            while True:
-                if process.poll() is not None:
-                    tail = service.stderr_path.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"the service exited ({process.returncode}):\n{tail}")
-                if time.monotonic() - started > 30:
-                    raise RuntimeError("the service did not start within 30 s")
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{service.base_url}/health/live", timeout=1).status_code == 200:
-                        break
-                time.sleep(0.1)
-            yield service
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        path = Path(stderr.name)
+        with running_service(database_url, API_KEY, SCOPES, stderr_path=path) as base_url:
+            yield Service(base_url, path)
 
 
 # --- records ---------------------------------------------------------------------------------
@@ -403,7 +330,7 @@ def stored_external_ids(base_url: str, prefix: str) -> tuple[set[str], int]:
 
 def run_backend(backend: str, url: str, args: argparse.Namespace) -> Result:
     deadline = time.monotonic() + args.seconds + 600
-    with running_service(url) as service:
+    with service_with_stderr(url) as service:
         base = service.base_url
         print(f"[{backend}] service on {base}; preloading {args.preload:,} records", flush=True)
         preload_seconds = preload(base, args.preload, args.seed, deadline)
@@ -602,9 +529,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--pg-dsn",
-        default=os.environ.get(
-            "CALIB_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=os.environ.get("CALIB_TEST_PG_DSN", DEFAULT_ADMIN_DSN),
         help="an admin connection on the loopback server, to create and drop the bench database",
     )
     args = parser.parse_args()
@@ -623,9 +548,13 @@ def main() -> None:
 
     results = []
     for backend in backends:
-        database = sqlite_database() if backend == "sqlite" else postgres_database(args.pg_dsn)
-        with database as url:
-            results.append(run_backend(backend, url, args))
+        database = (
+            sqlite_database("calib_load_", "load.db")
+            if backend == "sqlite"
+            else postgres_database(args.pg_dsn, "calib_load_")
+        )
+        with database as db:
+            results.append(run_backend(backend, db.url, args))
     report(results)
     failed = [r.backend for r in results if not r.ok]
     five_xx = sum(r.five_xx for r in results)

@@ -28,9 +28,7 @@ import resource
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,14 +36,11 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg import sql
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+from support import DEFAULT_ADMIN_DSN, PROJECT_ROOT, postgres_database, sqlite_database
 
 MAX_SIZE = 20_000_000
 LOAD_CHUNK = 1_000_000
 PHASE_TIMEOUT_S = 1800
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SEGMENT = "default"
 TIMESTAMP = "2026-11-20 12:00:00"
 ROW_DTYPE = np.dtype([("score", np.float64), ("label", np.bool_)])
@@ -328,25 +323,12 @@ def subprocess_phase(
 @contextlib.contextmanager
 def fresh_database(backend: str) -> Iterator[str]:
     """A migrated, empty database; yields the file path (SQLite) or database name."""
-    from app import migrations
-
     if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="calib_bench_") as folder:
-            path = str(Path(folder) / "bench.db")
-            migrations.upgrade(sqlalchemy_url(backend, path))
-            yield path
-        return
-    name = f"calib_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        migrations.upgrade(sqlalchemy_url(backend, name))
-        yield name
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        with sqlite_database() as db:
+            yield str(db.path)
+    else:
+        with postgres_database(DEFAULT_ADMIN_DSN) as db:
+            yield db.name
 
 
 def measure(backend: str, size: int, profile_dir: str | None) -> dict[str, Any]:
