@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 N_SAMPLES = 72
@@ -42,20 +40,12 @@ def in_process_service() -> Iterator[str]:
 
 def play(base_url: str, *, api_key: str | None = None, seed: int = 7) -> dict[str, Any]:
     """Post the demo's feedback, train, and return the finished run."""
-    headers = {"X-API-Key": api_key} if api_key else {}
+    from app.client import CalibrationClient
+
     segment = f"demo-{uuid.uuid4().hex[:8]}"
-    items = [{**item, "segment": segment} for item in overconfident_analyzer(N_SAMPLES, seed)]
-    with httpx.Client(base_url=base_url, headers=headers, timeout=30.0) as http:
-        http.post("/v1/feedback/batch", json={"items": items}).raise_for_status()
-        started = http.post("/v1/training-runs", json={"segment": segment, "force": True})
-        started.raise_for_status()
-        run_id = started.json()["id"]
-        deadline = time.monotonic() + 120
-        while True:
-            run = http.get(f"/v1/training-runs/{run_id}").raise_for_status().json()
-            if run["status"] not in ("queued", "running") or time.monotonic() > deadline:
-                return run
-            time.sleep(0.1)
+    with CalibrationClient(base_url, api_key=api_key, segment=segment, timeout=30.0) as client:
+        client.send_feedback(overconfident_analyzer(N_SAMPLES, seed))
+        return client.train(force=True, wait=True, timeout=120, poll_interval=0.1)
 
 
 def report(run: dict[str, Any]) -> str:
