@@ -14,9 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.feedback.models import Feedback
 from app.training.models import TrainingRun
-
-# Runs that fitted a calibrator on the data up to their watermark.
-TRAINED_STATUSES = ("deployed", "rejected")
+from app.training.repository import TRAINED_STATUSES
 
 feedback_table = Feedback.__table__
 
