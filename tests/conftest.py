@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
@@ -118,7 +119,7 @@ def overconfident_feedback(n: int, *, seed: int = 0, segment: str = "default") -
     ]
 
 
-def wait_for_run(client: TestClient, run_id: int, timeout: float = 60.0) -> dict:
+def wait_for_run(client: httpx.Client, run_id: int, timeout: float = 60.0) -> dict:
     """Poll a training run, as a user would, until it leaves queued/running."""
     import time
 

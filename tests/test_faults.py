@@ -32,17 +32,11 @@ class TcpProxy:
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.port = self._free_port()
+        self.port = _free_port()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._stopped = threading.Event()
-
-    @staticmethod
-    def _free_port() -> int:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            return probe.getsockname()[1]
 
     def start(self) -> None:
         listener = socket.socket()
@@ -221,7 +215,7 @@ def test_killed_training_is_failed_on_restart_and_nothing_is_lost(tmp_path: Path
         http = httpx.Client(base_url=base_url, timeout=30)
         http.post("/v1/feedback/batch", json={"items": overconfident_feedback(300)})
         first = http.post("/v1/training-runs", json={}).json()
-        first = _wait(http, first["id"])
+        first = wait_for_run(http, first["id"], timeout=120)
         assert first["status"] == "deployed"
         http.close()
 
@@ -250,15 +244,6 @@ def test_killed_training_is_failed_on_restart_and_nothing_is_lost(tmp_path: Path
         again = http.post("/v1/training-runs", json={"force": True})
         assert again.status_code == 202
         http.close()
-
-
-def _wait(http: httpx.Client, run_id: int) -> dict:
-    deadline = time.monotonic() + 120
-    while True:
-        run = http.get(f"/v1/training-runs/{run_id}").json()
-        if run["status"] not in ("queued", "running") or time.monotonic() > deadline:
-            return run
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
