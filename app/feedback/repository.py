@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Row, String, any_, bindparam, case, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Row, String, any_, bindparam, case, func, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -17,18 +17,6 @@ from app.training.models import TrainingRun
 from app.training.repository import TRAINED_STATUSES
 
 feedback_table = Feedback.__table__
-
-
-def _insert_skipping_known_ids(session: Session) -> Insert:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(feedback_table).on_conflict_do_nothing(index_elements=["external_id"])
-
-
-def insert_one(session: Session, row: dict[str, Any]) -> int | None:
-    """Insert one record; ``None`` when its ``external_id`` is already stored."""
-    statement = _insert_skipping_known_ids(session).returning(feedback_table.c.id)
-    return session.execute(statement, row).scalar_one_or_none()
 
 
 # A batch item ready for the driver: (external_id, segment, score, label, source, occurred_at,
@@ -79,6 +67,32 @@ _PG_INSERT = (
     " body_sha256 FROM feedback_incoming ORDER BY ord"
     " ON CONFLICT (external_id) DO NOTHING"
 )
+
+
+_SQLITE_INSERT_ONE = _SQLITE_INSERT + " RETURNING id"
+_PG_INSERT_ONE = _SQLITE_INSERT.replace("?", "%s") + " RETURNING id"
+
+
+def insert_one(connection: Connection, row: BatchRow, received_at: datetime) -> int | None:
+    """Insert one record in one statement; its id, or ``None`` when its ``external_id`` is
+    stored already. Straight to the driver, as ``insert_many``: this is the hot path."""
+    external_id, segment, score, label, source, occurred, meta, digest = row
+    received = sqlite_timestamp(received_at)
+    if connection.dialect.name == "postgresql":
+        received += "+00"  # the SQLite text is naive UTC
+        occurred = received if occurred is None else occurred + "+00"
+        statement = _PG_INSERT_ONE
+    else:
+        occurred = occurred or received
+        statement = _SQLITE_INSERT_ONE
+    parameters = (external_id, segment, score, label, source, occurred, received, meta, digest)
+    return connection.exec_driver_sql(statement, parameters).scalar()
+
+
+def find_by_external_id(connection: Connection, external_id: str) -> Row[Any] | None:
+    """The stored record of ``external_id``, every column (``metadata`` included)."""
+    statement = select(feedback_table).where(feedback_table.c.external_id == external_id)
+    return connection.execute(statement).first()
 
 
 def sqlite_timestamp(value: datetime) -> str:
@@ -145,10 +159,6 @@ def _copy_skipping_known_ids(
 
 def get(session: Session, feedback_id: int) -> Feedback | None:
     return session.get(Feedback, feedback_id)
-
-
-def get_by_external_id(session: Session, external_id: str) -> Feedback | None:
-    return session.scalars(select(Feedback).where(Feedback.external_id == external_id)).first()
 
 
 def body_hashes(session: Session, external_ids: Iterable[str]) -> dict[str, str | None]:

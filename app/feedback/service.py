@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection, Row
 from sqlalchemy.orm import Session
 
 from app.db import Database, utcnow
@@ -47,21 +48,22 @@ def body_sha256(item: FeedbackCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _row(item: FeedbackCreate, now: datetime) -> dict[str, Any]:
-    return {
-        "external_id": item.external_id,
-        "segment": item.segment,
-        "score": item.score,
-        "label": item.label,
-        "source": item.source,
-        "occurred_at": item.occurred_at or now,
-        "received_at": now,
-        "metadata": item.metadata,
-        "body_sha256": body_sha256(item) if item.external_id is not None else None,
-    }
+def _row(item: FeedbackCreate) -> repository.BatchRow:
+    """The record as the driver stores it (``repository.BatchRow``)."""
+    occurred = item.occurred_at
+    return (
+        item.external_id,
+        item.segment,
+        item.score,
+        item.label,
+        item.source,
+        None if occurred is None else repository.sqlite_timestamp(occurred),
+        None if item.metadata is None else json.dumps(item.metadata),
+        None if item.external_id is None else body_sha256(item),
+    )
 
 
-def to_read(record: Feedback) -> FeedbackRead:
+def to_read(record: Feedback | Row[Any]) -> FeedbackRead:
     return FeedbackRead(
         id=record.id,
         external_id=record.external_id,
@@ -71,26 +73,43 @@ def to_read(record: Feedback) -> FeedbackRead:
         source=record.source,
         occurred_at=record.occurred_at,
         received_at=record.received_at,
-        metadata=record.metadata_,
+        metadata=record.metadata_ if isinstance(record, Feedback) else record.metadata,
     )
 
 
-def create_feedback(session: Session, *, item: FeedbackCreate) -> tuple[FeedbackRead, bool]:
-    """Store one record. Returns it and whether it was new (``False`` for a replay)."""
-    row = _row(item, utcnow())
-    new_id = repository.insert_one(session, row)
-    if new_id is not None:
-        return FeedbackRead(id=new_id, **_public(row)), True
-    existing = repository.get_by_external_id(session, item.external_id or "")
-    if existing is None or existing.body_sha256 != row["body_sha256"]:
+async def create_feedback(database: Database, *, item: FeedbackCreate) -> tuple[FeedbackRead, bool]:
+    """Store one record. Returns it and whether it was new (``False`` for a replay).
+
+    The analyzer's hot path: one statement for a new record (``Database.write_one``), and
+    the stored record is read only when the insert skipped a known ``external_id``.
+    """
+    row = _row(item)
+    now = utcnow()
+
+    def write(connection: Connection) -> int | Row[Any] | None:
+        new_id = repository.insert_one(connection, row, now)
+        if new_id is not None or item.external_id is None:
+            return new_id
+        return repository.find_by_external_id(connection, item.external_id)
+
+    stored = await database.write_one(write)
+    if isinstance(stored, int):
+        return FeedbackRead(
+            id=stored,
+            external_id=item.external_id,
+            segment=item.segment,
+            score=item.score,
+            label=item.label,
+            source=item.source,
+            occurred_at=item.occurred_at or now,
+            received_at=now,
+            metadata=item.metadata,
+        ), True
+    if stored is None or stored.body_sha256 != row[repository.BATCH_BODY_SHA256]:
         raise ConflictError(
             f"external_id '{item.external_id}' is already stored with a different body"
         )
-    return to_read(existing), False
-
-
-def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in row.items() if key != "body_sha256"}
+    return to_read(stored), False
 
 
 def create_feedback_batch(
