@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             scheduler.shutdown()
             runner.stop()
+            await database.close_writer()
             database.dispose()
 
     docs = settings.docs_enabled
