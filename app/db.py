@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
+import psycopg
 from sqlalchemy import (
     BigInteger,
-    Connection,
     DateTime,
     Engine,
     Integer,
@@ -21,8 +23,9 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
@@ -30,6 +33,7 @@ from sqlalchemy.types import TypeDecorator
 from app.config import Settings
 
 T = TypeVar("T")
+POOL_TIMEOUT_SECONDS = 10
 logger = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
@@ -132,13 +136,15 @@ class Database:
             _SqliteWriter(settings, write_bind) if settings.is_sqlite else _PostgresWriter(settings)
         )
 
-    async def write_one(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work``, one small write, atomically; durable once this returns.
+    async def write_one(self, work: Callable[[Statements], Awaitable[T]]) -> T:
+        """Run ``work``, one small write, on the event loop; durable once this returns.
 
-        On SQLite it runs in one transaction on the event loop's own connection (see
-        ``_SqliteWriter``). On PostgreSQL it runs in autocommit, so its first statement must be
-        the whole write (statements after it may read): one round trip. A database error is
-        raised as SQLAlchemy raises it.
+        ``work`` talks to the driver through ``Statements``, without SQLAlchemy: this is the
+        analyzer's hot path. On SQLite it runs in one transaction on the event loop's own
+        connection (see ``_SqliteWriter``). On PostgreSQL it runs in autocommit (see
+        ``_PostgresWriter``), so its first statement must be the whole write (statements after
+        it may read): one round trip. Driver errors are raised as SQLAlchemy's exceptions,
+        which the error handlers know (503 when the database is unreachable).
         """
         return await self._writer.run(work)
 
@@ -162,22 +168,42 @@ class Database:
         self.engine.dispose()
 
 
+class Statements(Protocol):
+    """What a hot-path write may do: run a statement (``?`` placeholders) and get its rows."""
+
+    dialect: str
+
+    async def fetch(self, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]: ...
+
+
 # The hot path's SQLite connection checkpoints the WAL off the event loop every so many commits.
 _CHECKPOINT_EVERY = 2000
+
+
+class _SqliteStatements:
+    dialect = "sqlite"
+
+    def __init__(self, driver: sqlite3.Connection) -> None:
+        self._driver = driver
+
+    async def fetch(self, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+        # Synchronous: it never gives the event loop away inside the transaction.
+        return self._driver.execute(statement, parameters).fetchall()
 
 
 class _SqliteWriter:
     """One connection, used on the event loop itself: the process's single hot-path writer.
 
     A one-record transaction in WAL mode with ``synchronous=NORMAL`` writes a few pages into
-    the OS cache (about 15 us here), less than handing the work to a thread, and a writer
-    thread would wait up to the interpreter's switch interval (5 ms) for the GIL at each
-    driver call while the event loop is busy. So the write runs right here, and since the
-    event loop runs one thing at a time, the hot path's writes never wait for the file lock
-    among themselves. The connection never waits for the lock either (``busy_timeout=0``):
-    when another writer holds it (a batch, a training run, another process), the write goes
-    to a worker thread on a pooled connection that waits its turn as any other writer does.
-    Its checkpoints (two fsyncs) run in a thread, not in a commit on the event loop.
+    the OS cache (about 15 us here), less than handing the work to a thread; and a writer
+    thread waits up to the interpreter's switch interval (5 ms) for the GIL after each driver
+    call while the event loop is busy (measured: p90 77 ms at 8 connections). So the write runs
+    right here, and since the event loop runs one thing at a time, hot-path writes never wait
+    for the file lock among themselves. The connection never waits for the lock either
+    (``busy_timeout=0``): when another writer holds it (a batch, a training run, another
+    process), a worker thread waits for it on a pooled connection, as any other writer does,
+    and the write then runs on that connection. The WAL is checkpointed from a thread, not by
+    a commit on the event loop (a checkpoint fsyncs twice).
 
     Durability: WAL with ``synchronous=NORMAL``. A write is acknowledged after its COMMIT, so it
     survives a crash of the process; a power loss or an OS crash may lose the last commits
@@ -188,41 +214,76 @@ class _SqliteWriter:
 
     def __init__(self, settings: Settings, pooled: Engine) -> None:
         self._pooled = pooled
-        engine = create_engine(
+        self._engine = create_engine(
             settings.database_url, connect_args={"check_same_thread": False}, poolclass=NullPool
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(self._engine)
 
-        @event.listens_for(engine, "connect")
+        @event.listens_for(self._engine, "connect")
         def _never_wait(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.execute("PRAGMA busy_timeout=0")
             dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
-        self._engine = engine.execution_options(sqlite_immediate=True)
-        self._connection: Connection | None = None
+        self._connection: Any = None  # the pool's wrapper of the driver's connection
+        # Held while the transaction is open, should a ``work`` ever give the loop away.
+        self._lock = asyncio.Lock()
         self._commits = 0
         self._checkpointing = False
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
-        connection = self._connection
-        if connection is None or connection.invalidated or connection.closed:
-            connection = self._connection = self._engine.connect()
+    async def run(self, work: Callable[[Statements], Awaitable[T]]) -> T:
+        async with self._lock:
+            if self._connection is None:
+                self._connection = self._engine.raw_connection()
+            driver = self._connection.driver_connection
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                    raise self._failed(exc) from exc
+                driver = None
+            if driver is not None:
+                result = await self._commit(driver, work)
+                self._commits += 1
+                if self._commits % _CHECKPOINT_EVERY == 0 and not self._checkpointing:
+                    self._checkpointing = True
+                    asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
+                return result
+        # Another connection holds the write lock: wait for it off the event loop.
+        pooled = await anyio.to_thread.run_sync(self._begin_waiting)
         try:
-            with connection.begin():
-                result = work(connection)
-        except OperationalError as exc:
-            if getattr(exc.orig, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
-                raise
-            return await anyio.to_thread.run_sync(self._run_waiting, work)
-        self._commits += 1
-        if self._commits % _CHECKPOINT_EVERY == 0 and not self._checkpointing:
-            self._checkpointing = True
-            asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
+            return await self._commit(pooled.driver_connection, work)
+        finally:
+            pooled.close()
+
+    async def _commit(
+        self, driver: sqlite3.Connection, work: Callable[[Statements], Awaitable[T]]
+    ) -> T:
+        try:
+            result = await work(_SqliteStatements(driver))
+            driver.execute("COMMIT")
+        except BaseException as exc:
+            if driver.in_transaction:
+                driver.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._failed(exc) from exc
+            raise
         return result
 
-    def _run_waiting(self, work: Callable[[Connection], T]) -> T:
-        with self._pooled.connect() as connection, connection.begin():
-            return work(connection)
+    def _begin_waiting(self) -> Any:
+        pooled = self._pooled.raw_connection()
+        try:
+            pooled.driver_connection.execute("BEGIN IMMEDIATE")  # waits up to busy_timeout
+        except sqlite3.Error as exc:
+            pooled.close()
+            raise self._failed(exc) from exc
+        return pooled
+
+    def _failed(self, exc: sqlite3.Error) -> DBAPIError:
+        """SQLAlchemy's exception for a driver error; the next write opens a fresh connection."""
+        if isinstance(exc, sqlite3.OperationalError) and self._connection is not None:
+            self._connection.invalidate()
+            self._connection = None
+        return DBAPIError.instance(None, None, exc, sqlite3.Error)
 
     def _checkpoint(self) -> None:
         # PASSIVE: copies what it can without blocking writers or readers. On the driver's
@@ -241,31 +302,88 @@ class _SqliteWriter:
     async def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
-        self._engine.engine.dispose()
+            self._connection = None
+        self._engine.dispose()
+
+
+@functools.lru_cache(maxsize=64)
+def _pyformat(statement: str) -> str:
+    """Placeholders are written SQLite's way; psycopg wants %s."""
+    return statement.replace("?", "%s")
+
+
+class _PostgresStatements:
+    dialect = "postgresql"
+
+    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        self._connection = connection
+
+    async def fetch(self, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+        cursor = await self._connection.execute(_pyformat(statement), parameters)
+        return await cursor.fetchall()
 
 
 class _PostgresWriter:
-    """Autocommit single statements from the event loop (psycopg's async driver), on a pool of
-    their own: one round trip per post, and no thread.
+    """Autocommit statements through psycopg's async driver, on connections of their own: one
+    round trip per post, no thread, no SQLAlchemy (which costs ~1 ms of CPU per post here).
 
-    The pool has no pre-ping (a round trip per checkout): a connection that died is found by
-    its statement, answered 503 like any outage, and SQLAlchemy then replaces every pooled
-    connection older than the failure.
+    At most ``2 * database_pool_size`` connections (what the main engine may open), all kept
+    open: starting a PostgreSQL backend per post costs more than the post. Beyond them, posts
+    wait in line, up to ``POOL_TIMEOUT_SECONDS``. There is no ping before use: a connection
+    that died is found by its statement and closed, the post answers 503 like any outage, and
+    a new connection is opened on demand, so an unreachable server is reported at once.
+    (psycopg_pool instead reconnects in the background with back-off while requests wait.)
     """
 
     def __init__(self, settings: Settings) -> None:
-        self._engine = create_async_engine(
-            settings.database_url,
-            pool_size=settings.database_pool_size,
-            max_overflow=settings.database_pool_size,
-            pool_timeout=10,
-            isolation_level="AUTOCOMMIT",
-            connect_args={"connect_timeout": 5},
-        )
+        url = make_url(settings.database_url).set(drivername="postgresql")
+        self._conninfo = url.render_as_string(hide_password=False)
+        self._size = 2 * settings.database_pool_size
+        self._slots: asyncio.Semaphore | None = None  # made in the event loop it belongs to
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
-        async with self._engine.connect() as connection:
-            return await connection.run_sync(work)
+    async def run(self, work: Callable[[Statements], Awaitable[T]]) -> T:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._size)
+        try:
+            async with asyncio.timeout(POOL_TIMEOUT_SECONDS):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise PoolTimeoutError(
+                f"no hot-path connection free within {POOL_TIMEOUT_SECONDS} s"
+            ) from None
+        try:
+            connection = self._idle.pop() if self._idle else await self._connect()
+            try:
+                result = await work(_PostgresStatements(connection))
+            except BaseException as exc:
+                await _close_quietly(connection)
+                if isinstance(exc, psycopg.Error):
+                    raise DBAPIError.instance(
+                        None, None, exc, psycopg.Error, connection_invalidated=connection.broken
+                    ) from exc
+                raise
+            self._idle.append(connection)
+            return result
+        finally:
+            self._slots.release()
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=5
+            )
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(
+                None, None, exc, psycopg.Error, connection_invalidated=True
+            ) from exc
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await _close_quietly(connection)
+
+
+async def _close_quietly(connection: psycopg.AsyncConnection[Any]) -> None:
+    with contextlib.suppress(Exception):
+        await connection.close()

@@ -123,6 +123,20 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(DatabaseCollector(database))
+        # (method, route, status) -> its two children: labels() costs more than the update.
+        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_latency.labels(method, route),
+            )
+            self._http_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def training_finished(self, status: str, seconds: float) -> None:
         self.training_duration.labels(status=status).observe(seconds)
@@ -157,6 +171,4 @@ class HTTPMetricsMiddleware:
             metrics: ServiceMetrics | None = getattr(scope["app"].state, "metrics", None)
             if metrics is not None:
                 route = getattr(scope.get("route"), "path", "unmatched")
-                method = scope["method"]
-                metrics.http_requests.labels(method, route, str(status)).inc()
-                metrics.http_latency.labels(method, route).observe(time.perf_counter() - started)
+                metrics.request_done(scope["method"], route, status, time.perf_counter() - started)

@@ -14,7 +14,9 @@ see the same machine load; ``--repeat`` rounds give ranges:
 * ``artifact``: ``GET /v1/models/active/artifact`` with a matching ``If-None-Match`` (304).
 
 It prints req/s, p99, the ratio to the bare endpoint, and whether the targets hold (feedback
-at 8 connections: >= 0.5 of the bare req/s, p99 <= 25 ms). Exit status 1 when a check fails.
+at 8 connections: >= 0.5 of the bare req/s, p99 <= 25 ms). Because other processes may load
+the machine, it also prints each server's CPU time per request (from /proc), which that load
+changes much less than req/s or p99. Exit status 1 when a check fails.
 It stops by itself: durations are capped and every wait has a deadline.
 
     .venv/bin/python bench/hotpath.py                       # both backends, 10 s runs, 3 rounds
@@ -38,6 +40,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -218,10 +221,16 @@ class Run:
     good: int  # answers with the expected status
     other: int  # any other status
     socket_errors: int
+    cpu_seconds: float = 0.0  # user + system time of the server process during the run
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        """Server CPU per request: what the load of other processes does not change much."""
+        return 1000 * self.cpu_seconds / max(self.requests, 1)
 
 
 # --- load generators -------------------------------------------------------------------------
@@ -318,9 +327,32 @@ def run_httpx(base_url: str, request: Request, connections: int, seconds: float)
 
 
 def load(base_url: str, request: Request, connections: int, seconds: float) -> Run:
+    pid = server_pid(base_url)
+    before = cpu_seconds(pid)
     if shutil.which("wrk"):
-        return run_wrk(base_url, request, connections, seconds)
-    return run_httpx(base_url, request, connections, seconds)
+        run = run_wrk(base_url, request, connections, seconds)
+    else:
+        run = run_httpx(base_url, request, connections, seconds)
+    run.cpu_seconds = cpu_seconds(pid) - before
+    return run
+
+
+def server_pid(base_url: str) -> int:
+    """The process listening on the URL's port (``ss`` from iproute2)."""
+    port = httpx.URL(base_url).port
+    listing = subprocess.run(
+        ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    match = re.search(r"pid=(\d+)", listing)
+    if match is None:
+        raise RuntimeError(f"no process found listening on port {port}")
+    return int(match.group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (fields 14 and 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the servers -----------------------------------------------------------------------------
@@ -401,6 +433,12 @@ class Row:
     def ratio(self) -> float:
         return self.service.rate / self.bare.rate
 
+    @property
+    def cpu_ratio(self) -> float:
+        """Bare CPU per request over the service's: the req/s ratio once the server's CPU,
+        not the machine's other load, is the limit."""
+        return self.bare.cpu_ms / self.service.cpu_ms if self.service.cpu_ms else float("nan")
+
     def problems(self) -> list[str]:
         found = []
         for name, run in (("service", self.service), ("bare", self.bare)):
@@ -455,9 +493,10 @@ def run_backend(
                     rows.append(row)
                     print(
                         f"  {backend:10s} {name:9s} c={connections} round {round_}: service"
-                        f" {service.rate:7,.0f} req/s p99 {service.p99_ms:7.1f} ms | bare"
-                        f" {bare.rate:7,.0f} req/s p99 {bare.p99_ms:6.1f} ms | ratio"
-                        f" {row.ratio:.2f}"
+                        f" {service.rate:7,.0f} req/s p99 {service.p99_ms:7.1f} ms"
+                        f" {service.cpu_ms:.2f} CPU ms/req | bare {bare.rate:7,.0f} req/s p99"
+                        f" {bare.p99_ms:6.1f} ms {bare.cpu_ms:.2f} CPU ms/req"
+                        f" | ratio {row.ratio:.2f}"
                         + (f" | stored {stored} / acknowledged {service.good}" if stored else "")
                         + "".join(f" | PROBLEM {p}" for p in row.problems()),
                         flush=True,
@@ -475,6 +514,7 @@ def report(rows: list[Row]) -> bool:
     header = (
         f"{'backend':10s} {'case':9s} {'conn':>4s} {'service req/s':>15s} {'bare req/s':>15s}"
         f" {'ratio':>10s} {'service p99 ms':>15s} {'bare p99 ms':>12s}"
+        f" {'CPU ms/req':>11s} {'bare CPU':>9s} {'CPU ratio':>10s}"
     )
     print(header)
     print("-" * len(header))
@@ -492,6 +532,9 @@ def report(rows: list[Row]) -> bool:
             f" {span([r.bare.rate for r in group], ',.0f'):>15s}"
             f" {span(ratios, '.2f'):>10s} {span(p99s, '.1f'):>15s}"
             f" {span([r.bare.p99_ms for r in group], '.1f'):>12s}"
+            f" {span([r.service.cpu_ms for r in group], '.2f'):>11s}"
+            f" {span([r.bare.cpu_ms for r in group], '.2f'):>9s}"
+            f" {span([r.cpu_ratio for r in group], '.2f'):>10s}"
         )
         for row in group:
             if row.problems():
@@ -509,6 +552,10 @@ def report(rows: list[Row]) -> bool:
     for verdict in verdicts:
         print(verdict)
     checks = [p for row in rows for p in row.problems()]
+    print(
+        "CPU ratio: bare CPU per request / service CPU per request (server process only; on"
+        " PostgreSQL the database server's own CPU is not in it)"
+    )
     print("checks: " + ("all passed" if not checks else "; ".join(checks)))
     return ok
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Row, String, any_, bindparam, case, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app.db import Statements
 from app.feedback.models import Feedback
 from app.training.models import TrainingRun
 from app.training.repository import TRAINED_STATUSES
@@ -69,30 +70,70 @@ _PG_INSERT = (
 )
 
 
-_SQLITE_INSERT_ONE = _SQLITE_INSERT + " RETURNING id"
-_PG_INSERT_ONE = _SQLITE_INSERT.replace("?", "%s") + " RETURNING id"
+_INSERT_ONE = _SQLITE_INSERT + " RETURNING id"
+_FIND = (
+    "SELECT id, external_id, segment, score, label, source, occurred_at, received_at, metadata,"
+    " body_sha256 FROM feedback WHERE external_id = ?"
+)
 
 
-def insert_one(connection: Connection, row: BatchRow, received_at: datetime) -> int | None:
+class StoredFeedback(NamedTuple):
+    """A stored record as the driver reads it, with Python types on both backends."""
+
+    id: int
+    external_id: str | None
+    segment: str
+    score: float
+    label: bool
+    source: str | None
+    occurred_at: datetime
+    received_at: datetime
+    metadata: dict[str, Any] | None
+    body_sha256: str | None
+
+
+# The hot path (Database.write_one): straight to the driver, as insert_many.
+
+
+async def insert_one(statements: Statements, row: BatchRow, received_at: datetime) -> int | None:
     """Insert one record in one statement; its id, or ``None`` when its ``external_id`` is
-    stored already. Straight to the driver, as ``insert_many``: this is the hot path."""
+    stored already."""
     external_id, segment, score, label, source, occurred, meta, digest = row
     received = sqlite_timestamp(received_at)
-    if connection.dialect.name == "postgresql":
+    if statements.dialect == "postgresql":
         received += "+00"  # the SQLite text is naive UTC
-        occurred = received if occurred is None else occurred + "+00"
-        statement = _PG_INSERT_ONE
+        occurred = None if occurred is None else occurred + "+00"
+    parameters = (
+        external_id,
+        segment,
+        score,
+        label,
+        source,
+        occurred or received,
+        received,
+        meta,
+        digest,
+    )
+    found = await statements.fetch(_INSERT_ONE, parameters)
+    return found[0][0] if found else None
+
+
+async def find_by_external_id(statements: Statements, external_id: str) -> StoredFeedback | None:
+    """The stored record of ``external_id``."""
+    found = await statements.fetch(_FIND, (external_id,))
+    if not found:
+        return None
+    id_, key, segment, score, label, source, occurred, received, meta, digest = found[0]
+    if statements.dialect == "postgresql":
+        occurred, received = occurred.astimezone(UTC), received.astimezone(UTC)
     else:
-        occurred = occurred or received
-        statement = _SQLITE_INSERT_ONE
-    parameters = (external_id, segment, score, label, source, occurred, received, meta, digest)
-    return connection.exec_driver_sql(statement, parameters).scalar()
-
-
-def find_by_external_id(connection: Connection, external_id: str) -> Row[Any] | None:
-    """The stored record of ``external_id``, every column (``metadata`` included)."""
-    statement = select(feedback_table).where(feedback_table.c.external_id == external_id)
-    return connection.execute(statement).first()
+        # SQLite holds naive UTC text, 0/1 and JSON text (see UTCDateTime, sqlite_timestamp).
+        occurred = datetime.fromisoformat(occurred).replace(tzinfo=UTC)
+        received = datetime.fromisoformat(received).replace(tzinfo=UTC)
+        meta = None if meta is None else json.loads(meta)
+    return StoredFeedback(
+        id_, key, segment, score, bool(label), source, occurred, received, meta, digest
+    )
 
 
 def sqlite_timestamp(value: datetime) -> str:

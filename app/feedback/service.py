@@ -10,10 +10,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row
 from sqlalchemy.orm import Session
 
-from app.db import Database, utcnow
+from app.db import Database, Statements, utcnow
 from app.errors import ConflictError, PayloadTooLargeError
 from app.feedback import repository
 from app.feedback.models import Feedback
@@ -63,7 +62,7 @@ def _row(item: FeedbackCreate) -> repository.BatchRow:
     )
 
 
-def to_read(record: Feedback | Row[Any]) -> FeedbackRead:
+def to_read(record: Feedback | repository.StoredFeedback) -> FeedbackRead:
     return FeedbackRead(
         id=record.id,
         external_id=record.external_id,
@@ -86,11 +85,11 @@ async def create_feedback(database: Database, *, item: FeedbackCreate) -> tuple[
     row = _row(item)
     now = utcnow()
 
-    def write(connection: Connection) -> int | Row[Any] | None:
-        new_id = repository.insert_one(connection, row, now)
+    async def write(statements: Statements) -> int | repository.StoredFeedback | None:
+        new_id = await repository.insert_one(statements, row, now)
         if new_id is not None or item.external_id is None:
             return new_id
-        return repository.find_by_external_id(connection, item.external_id)
+        return await repository.find_by_external_id(statements, item.external_id)
 
     stored = await database.write_one(write)
     if isinstance(stored, int):
