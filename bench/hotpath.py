@@ -116,69 +116,14 @@ async def artifact(if_none_match: str | None = Header(None)) -> Response:
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), workers=1, log_level="warning")
 """
 
-# A unique external_id per request: the run's tag, the wrk thread, a counter. Acknowledged
-# (201) and other answers are counted per thread and summed in done().
-FEEDBACK_LUA = """
+# Shared by both scripts: threads are registered in setup(); each counts the answers with the
+# expected status (good) and the others; done() sums them and prints one RESULT line.
+COMMON_LUA = """
 local threads = {}
-local tag = "%(tag)s"
-local auth = "%(auth)s"
 
 function setup(thread)
   thread:set("id", #threads)
   table.insert(threads, thread)
-end
-
-function init(args)
-  n = 0
-  created = 0
-  other = 0
-  wrk.method = "POST"
-  wrk.headers["Content-Type"] = "application/json"
-  wrk.headers["Authorization"] = auth
-end
-
-function request()
-  n = n + 1
-  local body = string.format(
-    '{"score":0.%%d,"label":%%s,"segment":"bench","external_id":"%%s-%%d-%%d"}',
-    (n * 7919) %% 1000, (n %% 2 == 0) and "true" or "false", tag, id, n)
-  return wrk.format(nil, "/v1/feedback", nil, body)
-end
-
-function response(status, headers, body)
-  if status == 201 then created = created + 1 else other = other + 1 end
-end
-
-function done(summary, latency, requests)
-  local c, o = 0, 0
-  for _, t in ipairs(threads) do
-    c = c + t:get("created")
-    o = o + t:get("other")
-  end
-  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\\n", summary.requests,
-    summary.duration, latency:percentile(99), c, o,
-    summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.timeout))
-end
-"""
-
-# A fixed request; counts the answers with the expected status.
-FIXED_LUA = """
-local threads = {}
-
-function setup(thread)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  good = 0
-  other = 0
-  wrk.method = "%(method)s"
-  wrk.path = "%(path)s"
-  wrk.body = %(body)s
-  wrk.headers["Content-Type"] = "application/json"
-  wrk.headers["Authorization"] = "%(auth)s"
-  wrk.headers["If-None-Match"] = "%(etag)s"
 end
 
 function response(status, headers, body)
@@ -195,6 +140,42 @@ function done(summary, latency, requests)
     summary.duration, latency:percentile(99), g, o,
     summary.errors.connect + summary.errors.read + summary.errors.write
     + summary.errors.timeout))
+end
+"""
+
+# A unique external_id per request: the run's tag, the wrk thread, a counter.
+FEEDBACK_LUA = """
+local tag = "%(tag)s"
+
+function init(args)
+  n = 0
+  good = 0
+  other = 0
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Authorization"] = "%(auth)s"
+end
+
+function request()
+  n = n + 1
+  local body = string.format(
+    '{"score":0.%%d,"label":%%s,"segment":"bench","external_id":"%%s-%%d-%%d"}',
+    (n * 7919) %% 1000, (n %% 2 == 0) and "true" or "false", tag, id, n)
+  return wrk.format(nil, "/v1/feedback", nil, body)
+end
+"""
+
+# A fixed request.
+FIXED_LUA = """
+function init(args)
+  good = 0
+  other = 0
+  wrk.method = "%(method)s"
+  wrk.path = "%(path)s"
+  wrk.body = %(body)s
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Authorization"] = "%(auth)s"
+  wrk.headers["If-None-Match"] = "%(etag)s"
 end
 """
 
@@ -248,8 +229,8 @@ def run_wrk(base_url: str, request: Request, connections: int, seconds: float) -
             "body": body,
             "auth": auth,
             "etag": request.etag.replace('"', '\\"'),
-            "status": request.status,
         }
+    script = COMMON_LUA % {"status": request.status} + script
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
     try:

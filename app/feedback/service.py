@@ -47,8 +47,8 @@ def body_sha256(item: FeedbackCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _row(item: FeedbackCreate) -> repository.BatchRow:
-    """The record as the driver stores it (``repository.BatchRow``)."""
+def driver_row(item: FeedbackCreate) -> repository.BatchRow:
+    """The record as the driver stores it (``repository.BatchRow``), for either path."""
     occurred = item.occurred_at
     return (
         item.external_id,
@@ -82,7 +82,7 @@ async def create_feedback(database: Database, *, item: FeedbackCreate) -> tuple[
     The analyzer's hot path: one statement for a new record (``Database.write_one``), and
     the stored record is read only when the insert skipped a known ``external_id``.
     """
-    row = _row(item)
+    row = driver_row(item)
     now = utcnow()
 
     async def write(statements: Statements) -> int | repository.StoredFeedback | None:
