@@ -53,7 +53,12 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings()
     configure_logging(json_lines=settings.log_json)
     if args.migrate:
-        _migrate(args)
+        from app import migrations
+
+        settings.ensure_sqlite_directory()
+        migrations.upgrade(settings.database_url)
+        # A log line, not a print: with CALIB_LOG_JSON every line the server writes is JSON.
+        logger.info("database at revision head")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
         logger.warning(
             "serving on %s without API keys: anyone who can reach it can write", args.host
