@@ -1,0 +1,57 @@
+"""What a fresh clone's two commands install, and a build without deprecation warnings."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+
+def planned_commands(project_root: Path, target: str, venv: Path) -> list[str]:
+    """The commands ``make`` would run for ``target`` in a clone without a virtualenv."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    done = subprocess.run(
+        ["make", "-n", "--no-print-directory", "-C", str(project_root), target, f"VENV={venv}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+def test_make_run_installs_the_service_only_and_make_test_adds_dev_tools(
+    project_root: Path, tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    run = [line for line in planned_commands(project_root, "run", venv) if " install " in line]
+    assert any(line.endswith("install --quiet -e .") for line in run), run
+    assert not any("dev" in line for line in run)
+    test = planned_commands(project_root, "test", venv)
+    assert any("install --quiet -e '.[dev]'" in line for line in test), test
+    assert test[-1] == f"{venv}/bin/pytest -q"
+
+
+@pytest.mark.slow
+def test_the_build_warns_of_nothing_and_states_the_licence(
+    project_root: Path, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path), "."],
+        cwd=project_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "is deprecated" not in output and "BuildBackendWarning" not in output
+    (wheel,) = tmp_path.glob("calibration_service-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(name).decode()
+    assert "License-Expression: Apache-2.0" in metadata
