@@ -26,11 +26,21 @@ CursorQuery = Annotated[
 ]
 
 
-# Query parameters also take a plain date (its midnight, UTC): "--since 2026-11-29".
-QUERY_TIMESTAMP_PATTERN = (
-    r"^(19[7-9][0-9]|20[0-9][0-9])-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}"
-    r"(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?$"
+# Query parameters also take a plain date (its midnight, UTC): "--since 2026-11-29". Exactly
+# the texts datetime.fromisoformat reads as an existing instant of 1970-2099, so every string
+# the documented pattern admits is accepted: real month lengths, February 29 in leap years.
+_YEAR = r"(19[7-9][0-9]|20[0-9][0-9])"
+_LEAP_YEAR = r"(19(7[26]|8[048]|9[26])|20([02468][048]|[13579][26]))"
+_MONTH_DAY = (
+    r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])"
+    r"|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+    r"|02-(0[1-9]|1[0-9]|2[0-8]))"
 )
+_TIME = (
+    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?"
+)
+QUERY_TIMESTAMP_PATTERN = f"^({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29){_TIME}$"
 _QUERY_TIMESTAMP = re.compile(QUERY_TIMESTAMP_PATTERN)
 _TIMESTAMP_HELP = (
     "an ISO 8601 date (2026-11-29) or date-time (2026-11-29T10:00:00Z) of the years 1970-2099"
