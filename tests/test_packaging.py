@@ -40,9 +40,18 @@ def test_make_run_installs_the_service_only_and_make_test_adds_dev_tools(
 def test_the_build_warns_of_nothing_and_states_the_licence(
     project_root: Path, tmp_path: Path
 ) -> None:
+    # A copy: the build writes build/ and *.egg-info beside the sources.
+    source = tmp_path / "source"
+    shutil.copytree(
+        project_root,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".*", "build", "data", "*.egg-info", "__pycache__", "tests", "bench"
+        ),
+    )
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path), "."],
-        cwd=project_root,
+        cwd=source,
         capture_output=True,
         text=True,
         timeout=600,

@@ -1,4 +1,4 @@
-"""Calibration and accuracy metrics, defined once (see DESIGN.md, "Metrics")."""
+"""Calibration and accuracy metrics, defined once (docs/metrics.md has the definitions)."""
 
 from __future__ import annotations
 
