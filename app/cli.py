@@ -114,19 +114,23 @@ def _client(args: argparse.Namespace, **options: Any) -> Any:
     )
 
 
-def _console(stream: TextIO | None = None) -> Console:
-    # Piped output is never wrapped or truncated: scripts read these tables.
-    console = Console(file=stream, highlight=False)
-    return console if console.is_terminal else Console(file=stream, highlight=False, width=10_000)
-
-
 def _print_table(rows: list[list[str]], header: list[str]) -> None:
+    """A table on stdout: fitted to a terminal, whole and unpadded lines into a pipe."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name in header:
         table.add_column(name, overflow="fold")
     for row in rows:
         table.add_row(*row)
-    _console().print(table)
+    console = Console(highlight=False)
+    if console.is_terminal:
+        console.print(table)
+        return
+    # Scripts read these lines: never wrapped or truncated to a width.
+    console = Console(highlight=False, width=10_000)
+    with console.capture() as captured:
+        console.print(table)
+    # rich pads every cell to its column's width; a pipe gets the lines without that padding.
+    print("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
