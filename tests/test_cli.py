@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import overconfident_feedback, wait_for_run
+from conftest import DroppingListener, overconfident_feedback, wait_for_run
 
 from app import migrations
 from app.cli import main
@@ -266,33 +266,13 @@ def test_export_since_takes_a_date_or_a_date_time(
 
 
 def test_status_against_a_down_server_gives_up_after_two_retries(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], dropping_listener: DroppingListener
 ) -> None:
-    """A listener that drops every connection: the attempts are counted, not timed."""
-    import socket
-    import threading
-
-    listener = socket.create_server(("127.0.0.1", 0))
-    attempts = 0
-
-    def drop_connections() -> None:
-        nonlocal attempts
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            attempts += 1
-            connection.close()
-
-    threading.Thread(target=drop_connections, daemon=True).start()
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    try:
-        code, _, err = run(capsys, "status", "--url", url)
-    finally:
-        listener.close()
+    """A server that drops every connection: the attempts are counted, not timed."""
+    url = dropping_listener.url
+    code, _, err = run(capsys, "status", "--url", url)
     assert code == 1 and err.startswith(f"calibration-service: cannot reach {url}")
-    assert attempts == 3
+    assert dropping_listener.connections == 3
 
 
 def test_import_of_a_txt_file_says_which_format_it_assumed(

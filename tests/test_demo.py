@@ -4,51 +4,35 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
+from conftest import DroppingListener
 
 COMMAND = str(Path(sys.executable).parent / "calibration-service")
 
 
-def test_demo_prints_method_metrics_and_decision(tmp_path: Path) -> None:
+def test_demo_prints_method_metrics_and_decision(
+    tmp_path: Path, dropping_listener: DroppingListener
+) -> None:
     """No --url: nothing reaches CALIB_URL's service, its database or ./data.
 
     CALIB_URL points at a listener that counts connections, CALIB_DATABASE_URL at a file that
     must not appear, CALIB_API_KEYS would lock the demo out if the service used it.
     """
-    listener = socket.create_server(("127.0.0.1", 0))
-    reached = 0
-
-    def count() -> None:
-        nonlocal reached
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            reached += 1
-            connection.close()
-
-    threading.Thread(target=count, daemon=True).start()
     real_db = tmp_path / "real" / "calibration.db"
     env = os.environ | {
-        "CALIB_URL": f"http://127.0.0.1:{listener.getsockname()[1]}",
+        "CALIB_URL": dropping_listener.url,
         "CALIB_DATABASE_URL": f"sqlite:///{real_db}",
         "CALIB_API_KEYS": '{"0123456789abcdef-key": ["admin"]}',
         "CALIB_SCHEDULER_ENABLED": "true",
     }
     env.pop("CALIB_API_KEY", None)
-    try:
-        done = subprocess.run(
-            [COMMAND, "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-        )
-    finally:
-        listener.close()
+    done = subprocess.run(
+        [COMMAND, "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "72 feedback samples" in out
@@ -57,7 +41,7 @@ def test_demo_prints_method_metrics_and_decision(tmp_path: Path) -> None:
     assert ece and float(ece.group(2)) < float(ece.group(1))
     assert re.search(r"Brier before \d\.\d+\s+after \d\.\d+", out)
     assert "gate: deployed" in out
-    assert reached == 0
+    assert dropping_listener.connections == 0
     assert not real_db.exists() and not (tmp_path / "data").exists()
     assert "Traceback" not in done.stderr
 
