@@ -53,10 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings()
     configure_logging(json_lines=settings.log_json)
     if args.migrate:
-        from app import migrations
-
-        settings.ensure_sqlite_directory()
-        migrations.upgrade(settings.database_url)
+        _upgrade(settings, "head")
         # A log line, not a print: with CALIB_LOG_JSON every line the server writes is JSON.
         logger.info("database at revision head")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
@@ -76,22 +73,48 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _migrate(args: argparse.Namespace) -> int:
+def _upgrade(settings: Settings, revision: str) -> None:
     from app import migrations
 
-    settings = _settings()
     settings.ensure_sqlite_directory()
-    revision = getattr(args, "revision", "head") or "head"
     migrations.upgrade(settings.database_url, revision)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    revision = args.revision or "head"
+    _upgrade(_settings(), revision)
     print(f"database at revision {revision}")
     return 0
 
 
 def _settings() -> Settings:
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         raise CommandError(*settings_problems(exc), exit_code=2) from exc
+    problems = _schedule_problems(settings)
+    if problems:
+        raise CommandError(*problems, exit_code=2)
+    return settings
+
+
+def _schedule_problems(settings: Settings) -> list[str]:
+    """The schedule settings the scheduler would refuse at startup, one line each."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from app.scheduler import cron_trigger
+
+    problems = []
+    try:
+        zone = ZoneInfo(settings.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"CALIB_TIMEZONE: unknown time zone {settings.timezone!r}")
+        zone = ZoneInfo("UTC")
+    try:
+        cron_trigger(settings.training_cron, zone)
+    except ValueError as exc:
+        problems.append(f"CALIB_TRAINING_CRON: {exc}")
+    return problems
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -234,6 +234,16 @@ def test_invalid_settings_are_one_line_each_naming_the_variable(
         "calibration-service: CALIB_API_KEYS: every API key must be at least 16 characters long"
     ]
     assert "short-key" not in err
+
+    monkeypatch.delenv("CALIB_API_KEYS")
+    monkeypatch.setenv("CALIB_TIMEZONE", "Mars/Olympus_Mons")
+    monkeypatch.setenv("CALIB_TRAINING_CRON", "0 2 * *")
+    code, _, err = run(capsys, "serve")
+    assert code == 2
+    assert err.splitlines() == [
+        "calibration-service: CALIB_TIMEZONE: unknown time zone 'Mars/Olympus_Mons'",
+        "calibration-service: CALIB_TRAINING_CRON: cron expression '0 2 * *' needs 5 fields, got 4",
+    ]
     assert not (tmp_path / "x.db").exists()
 
 

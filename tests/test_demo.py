@@ -14,6 +14,7 @@ from conftest import DroppingListener
 COMMAND = str(Path(sys.executable).parent / "calibration-service")
 
 
+@pytest.mark.slow
 def test_demo_prints_method_metrics_and_decision(
     tmp_path: Path, dropping_listener: DroppingListener
 ) -> None:

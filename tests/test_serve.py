@@ -58,6 +58,7 @@ def serve_and_stop(tmp_path: Path, **env: str) -> list[str]:
     return [line for line in log.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_every_line_is_printed_once(tmp_path: Path) -> None:
     lines = serve_and_stop(tmp_path)
     for text in (
@@ -70,6 +71,7 @@ def test_every_line_is_printed_once(tmp_path: Path) -> None:
     assert not any("setup plugin" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_json_logs_are_one_object_per_line_from_every_library(tmp_path: Path) -> None:
     lines = serve_and_stop(tmp_path, CALIB_LOG_JSON="true")
     entries = []
