@@ -64,3 +64,54 @@ def test_the_build_warns_of_nothing_and_states_the_licence(
         name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         metadata = archive.read(name).decode()
     assert "License-Expression: Apache-2.0" in metadata
+
+
+def installed_with(requirements: list[str]) -> set[str]:
+    """The distributions ``pip install`` brings for ``requirements`` (no extras followed)."""
+    import re
+    from importlib.metadata import PackageNotFoundError, requires
+
+    def name(requirement: str) -> str:
+        return re.split(r"[<>=!~\[ ;(]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    found: set[str] = set()
+    pending = [name(r) for r in requirements]
+    while pending:
+        current = pending.pop()
+        if current in found:
+            continue
+        found.add(current)
+        try:
+            needs = requires(current) or []
+        except PackageNotFoundError:
+            continue
+        pending += [name(r) for r in needs if "extra ==" not in r]
+    return found
+
+
+def test_every_library_the_service_imports_comes_with_its_install(project_root: Path) -> None:
+    """``make run`` installs the dependencies only: nothing may arrive through the dev tools."""
+    import ast
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((project_root / "pyproject.toml").read_text())["project"]
+    installed = installed_with(project["dependencies"])
+    distributions = packages_distributions()
+    missing = {}
+    for source in (project_root / "app").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for module in names:
+                top = module.split(".")[0]
+                if top == "app" or top in sys.stdlib_module_names:
+                    continue
+                provided = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
+                if not provided & installed:
+                    missing[top] = str(source.relative_to(project_root))
+    assert not missing, f"imported, but not installed with [project].dependencies: {missing}"
