@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-import anyio
 import psycopg
 from sqlalchemy import (
     BigInteger,
@@ -249,7 +248,7 @@ class _SqliteWriter:
                     asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
                 return result
         # Another connection holds the write lock: wait for it off the event loop.
-        pooled = await anyio.to_thread.run_sync(self._begin_waiting)
+        pooled = await asyncio.to_thread(self._begin_waiting)
         try:
             return await self._commit(pooled.driver_connection, work)
         finally:
