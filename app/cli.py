@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
-import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,7 +16,6 @@ from app.config import Settings
 
 logger = logging.getLogger("app.cli")
 
-IMPORT_FIELDS = ("score", "label", "segment", "external_id", "source", "occurred_at", "metadata")
 MAX_LISTED_REJECTS = 20
 
 
@@ -153,7 +149,7 @@ def _models_list(args: argparse.Namespace) -> int:
             _fmt(m["metrics"].get("ece")),
             _fmt(m["metrics"].get("brier")),
             str(m["n_train"]),
-            m["created_at"][:19],
+            f"{m.created_at:%Y-%m-%dT%H:%M:%S}" if m.created_at else "-",
         ]
         for m in models
     ]
@@ -175,73 +171,6 @@ def _models_activate(args: argparse.Namespace) -> int:
         )
     print(f"segment '{model['segment']}': version {model['version']} is active ({model['method']})")
     return 0
-
-
-def _parse_label(text: str) -> Any:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    return text
-
-
-def _csv_records(handle: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    reader = csv.DictReader(handle)
-    for row in reader:
-        record: dict[str, Any] = {}
-        for key in IMPORT_FIELDS:
-            value = row.get(key)
-            if value in (None, ""):
-                continue
-            if key == "score":
-                try:
-                    record[key] = float(value)
-                except ValueError:
-                    record[key] = value
-            elif key == "label":
-                record[key] = _parse_label(value)
-            elif key == "metadata":
-                try:
-                    record[key] = json.loads(value)
-                except ValueError:
-                    record[key] = value
-            else:
-                record[key] = value
-        yield reader.line_num, record
-
-
-def _ndjson_records(handle: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    for line_no, line in enumerate(handle, start=1):
-        if not line.strip():
-            continue
-        try:
-            parsed = json.loads(line)
-        except ValueError as exc:
-            yield line_no, f"not JSON: {exc.msg}"
-            continue
-        if not isinstance(parsed, dict):
-            yield line_no, "not a JSON object"
-            continue
-        yield line_no, {key: parsed[key] for key in IMPORT_FIELDS if key in parsed}
-
-
-def _validation_reason(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-
-
-class _CountingLines:
-    """Iterates a text file's lines and counts the bytes read, for the progress bar."""
-
-    def __init__(self, handle: TextIO) -> None:
-        self.handle = handle
-        self.bytes = 0
-
-    def __iter__(self) -> Iterator[str]:
-        for line in self.handle:
-            self.bytes += len(line.encode())
-            yield line
 
 
 class _Progress:
@@ -266,64 +195,25 @@ class _Progress:
 
 
 def _feedback_import(args: argparse.Namespace) -> int:
-    from app.feedback.schemas import FeedbackCreate
-
     path = Path(args.file)
     if not path.exists():
         raise CommandError(f"{path}: no such file")
-    fmt = args.format or ("csv" if path.suffix.lower() == ".csv" else "ndjson")
-    rejected: list[tuple[int, str]] = []
-    batch: list[dict[str, Any]] = []
-    lines: list[int] = []
-    totals = {"inserted": 0, "duplicates": 0, "conflicts": 0}
     progress = _Progress(path.stat().st_size, sys.stderr)
-    rows = 0
-
-    with _client(args) as client, path.open(newline="", encoding="utf-8") as handle:
-
-        def flush() -> None:
-            summary = client.send_feedback(batch)
-            totals["inserted"] += summary.inserted
-            totals["duplicates"] += summary.duplicates
-            totals["conflicts"] += len(summary.conflicts)
-            rejected.extend(
-                (lines[i], "external_id stored with a different body") for i in summary.conflicts
-            )
-            batch.clear()
-            lines.clear()
-
-        counted = _CountingLines(handle)
-        records = _csv_records(counted) if fmt == "csv" else _ndjson_records(counted)
-        for line_no, record in records:
-            rows += 1
-            if isinstance(record, str):
-                rejected.append((line_no, record))
-                continue
-            record.setdefault("segment", args.segment)
-            try:
-                FeedbackCreate.model_validate(record)
-            except ValidationError as exc:
-                rejected.append((line_no, _validation_reason(exc)))
-                continue
-            if not record.get("external_id"):
-                # Stable per line, so importing the same file twice stores nothing twice.
-                digest = hashlib.sha256(
-                    f"{path.name}:{line_no}:{json.dumps(record, sort_keys=True)}".encode()
-                )
-                record["external_id"] = f"import-{digest.hexdigest()[:32]}"
-            batch.append(record)
-            lines.append(line_no)
-            if len(batch) >= args.batch_size:
-                flush()
-                progress.show(counted.bytes, rows)
-        if batch:
-            flush()
+    with _client(args) as client:
+        summary = client.import_file(
+            path,
+            fmt=args.format,
+            segment=args.segment,
+            batch_size=args.batch_size,
+            on_progress=lambda done, _total, rows: progress.show(done, rows),
+        )
     progress.close()
+    rejected = summary.rejected
     print(
-        f"inserted {totals['inserted']}, duplicates {totals['duplicates']}, "
-        f"conflicts {totals['conflicts']}, rejected {len(rejected)} of {rows} rows"
+        f"inserted {summary.inserted}, duplicates {summary.duplicates}, "
+        f"conflicts {summary.conflicts}, rejected {len(rejected)} of {summary.rows} rows"
     )
-    for line_no, reason in sorted(rejected)[:MAX_LISTED_REJECTS]:
+    for line_no, reason in rejected[:MAX_LISTED_REJECTS]:
         print(f"  line {line_no}: {reason}")
     if len(rejected) > MAX_LISTED_REJECTS:
         print(f"  ... and {len(rejected) - MAX_LISTED_REJECTS} more")

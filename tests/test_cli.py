@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import overconfident_feedback
+from helpers import overconfident_feedback
 
 from app import migrations
 from app.cli import main

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import overconfident_feedback, wait_for_run
+from helpers import overconfident_feedback, wait_for_run
 from sqlalchemy import create_engine, select
 
 from app import migrations

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import schemathesis
-from conftest import overconfident_feedback
+from helpers import overconfident_feedback
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger
-from conftest import overconfident_feedback, wait_for_run
 from fastapi.testclient import TestClient
+from helpers import overconfident_feedback, wait_for_run
 from sqlalchemy import create_engine, func, select
 
 from app.config import Settings

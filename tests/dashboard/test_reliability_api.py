@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import overconfident_feedback, train
 from fastapi.testclient import TestClient
+from helpers import overconfident_feedback, train
 from PIL import Image
 from scipy.stats import binomtest
 from seeding import RECENT_SAMPLES, seed_service, stored_feedback
