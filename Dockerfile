@@ -11,11 +11,11 @@ WORKDIR /srv/app
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /srv/app --shell /usr/sbin/nologin app
 
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml README.md ./
+COPY clients/python ./clients/python
 COPY app ./app
-COPY migrations ./migrations
-# Editable, so Alembic finds migrations/ beside the package.
-RUN pip install --editable . \
+# The migration scripts ship inside the package, and the client's artifact code with it.
+RUN pip install . \
     && mkdir -p /srv/app/data \
     && chown -R app:app /srv/app/data
 

@@ -26,6 +26,9 @@ from app.devserver import serve_in_thread
 from app.feedback.models import Feedback
 from app.main import create_app
 
+# Slow: subprocess faults: a killed server, a stopped database.
+pytestmark = pytest.mark.slow
+
 
 class TcpProxy:
     """A loopback TCP proxy that can cut every connection and refuse new ones, then recover."""

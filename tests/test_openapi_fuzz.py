@@ -16,6 +16,9 @@ from app.config import Settings
 from app.devserver import serve_in_thread
 from app.main import create_app
 
+# Slow: fuzzing the whole OpenAPI document.
+pytestmark = pytest.mark.slow
+
 ADMIN_KEY = "fuzz-admin-key-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 OPEN = ("queued", "running")

@@ -18,8 +18,8 @@ from sklearn.model_selection import train_test_split
 from app.calibration import load_calibrator
 from app.config import Settings
 from app.dashboard import charts
+from app.dashboard.schemas import ReliabilityRead
 from app.main import create_app
-from app.registry.schemas import ReliabilityRead
 
 BIN_KEYS = {"bin", "lower", "upper", "count", "mean_confidence", "observed_rate", "ci_low"}
 
