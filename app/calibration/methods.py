@@ -46,23 +46,15 @@ _CHUNK = 1 << 17
 
 
 class Calibrator(ArtifactCalibrator):
-    """A fitted, monotone map from raw scores to calibrated probabilities.
+    """A fitted calibrator: the client's ``ArtifactCalibrator`` (same parameters, same
+    ``predict``) that also knows how it was chosen and writes its artifact.
 
     Parameters
     ----------
-    method : str
-        One of ``METHODS``.
-    params : mapping
-        The method's parameters as in the ``calibrator/v1`` artifact.
-    input_clip : pair of float, default=(1e-12, 1 - 1e-12)
-        Scores are clipped into this range before any log-odds.
+    method, params, input_clip
+        As for ``calibration_client.artifact.ArtifactCalibrator``.
     selection : dict, optional
         How ``fit_calibrator(method="auto")`` chose the method (JSON-safe).
-
-    Raises
-    ------
-    ValueError
-        Unknown method, missing or invalid parameters.
     """
 
     def __init__(

@@ -238,6 +238,7 @@ def test_openapi_declares_the_answers(client: TestClient) -> None:
     assert {"application/json", "image/svg+xml", "image/png"} <= set(content)
 
 
+@pytest.mark.slow  # many pictures in many threads
 def test_pictures_drawn_in_parallel_threads_equal_one_drawn_alone(seeded: TestClient) -> None:
     data = ReliabilityRead.model_validate(seeded.get("/v1/models/default/1/reliability").json())
     alone = charts.render(charts.reliability_figure(data), "png")

@@ -484,18 +484,19 @@ class CalibrationClient:
     def _import_batch(
         self, batch: list[tuple[int, dict[str, Any]]], summary: ImportSummary
     ) -> None:
-        while batch:
+        # The service names every invalid item of a batch in one 422 (nothing is stored): leave
+        # those out and send the rest, so each batch takes one request, or two.
+        while True:
             response = self._request(
                 "POST", "/v1/feedback/batch", json={"items": [record for _, record in batch]}
             )
-            refused = _refused_items(response) if response.status_code == 422 else None
+            refused = _refused_items(response) if response.status_code == 422 else {}
             if not refused:
                 break
-            # Every invalid item is named in one answer: leave them out and send the rest.
             summary.rejected.extend((batch[index][0], reason) for index, reason in refused.items())
             batch = [item for index, item in enumerate(batch) if index not in refused]
-        else:
-            return
+            if not batch:
+                return
         result = self._json_or_raise(response)
         summary.inserted += result["inserted"]
         summary.duplicates += result["duplicates"]

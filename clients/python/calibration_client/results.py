@@ -29,10 +29,14 @@ class _Result:
             return default
 
 
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+def _known(cls: type, data: dict[str, Any], times: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of ``cls`` found in ``data``, with the ``times`` parsed as datetimes."""
     # Fields the service adds later are ignored, so an older client keeps working.
     names = {f.name for f in dataclasses.fields(cls)}
-    return {key: value for key, value in data.items() if key in names}
+    known = {key: value for key, value in data.items() if key in names}
+    for key in times:
+        known[key] = _time(known.get(key))
+    return known
 
 
 @dataclass
@@ -78,10 +82,7 @@ class TrainingRun(_Result):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
-        known = _known(cls, data)
-        for key in ("created_at", "started_at", "finished_at"):
-            known[key] = _time(known.get(key))
-        return cls(**known)
+        return cls(**_known(cls, data, ("created_at", "started_at", "finished_at")))
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,7 @@ class ModelVersion(_Result):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
-        known = _known(cls, data)
-        for key in ("created_at", "activated_at"):
-            known[key] = _time(known.get(key))
-        return cls(**known)
+        return cls(**_known(cls, data, ("created_at", "activated_at")))
 
 
 @dataclass(frozen=True)
