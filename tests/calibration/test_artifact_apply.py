@@ -69,8 +69,9 @@ def test_an_artifact_with_a_band_offers_the_interval_and_old_readers_ignore_it()
     ("band", "message"),
     [
         ({"level": 1.5, "x": [0.0], "low": [0.0], "high": [1.0]}, "level"),
-        ({"level": 0.9, "x": [0.0, 1.0], "low": [0.0], "high": [1.0, 1.0]}, "same length"),
-        ({"level": 0.9, "x": [0.0], "low": [0.7], "high": [0.2]}, "must not exceed"),
+        ({"level": 0.9, "x": [0.0, 1.0], "low": [0.0], "high": [1.0, 1.0]}, "differ in length"),
+        ({"level": 0.9, "x": [0.0], "low": [0.7], "high": [0.2]}, "low <= high"),
+        ({"level": 0.9, "x": [0.0], "low": [0.0], "high": [1.5]}, "<= 1"),
         ({"level": 0.9, "x": [0.5, 0.1], "low": [0.0, 0.0], "high": [1.0, 1.0]}, "x"),
     ],
 )

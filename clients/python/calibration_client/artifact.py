@@ -272,11 +272,14 @@ def check_band(band: Any) -> dict[str, Any]:
         raise ValueError(f"band param 'level' must lie in (0, 1), got {level!r}")
     x, low, high = (_float_list(band, key, "band") for key in ("x", "low", "high"))
     if not len(x) == len(low) == len(high):
-        raise ValueError("band params x, low and high must have the same length")
+        raise ValueError(
+            f"band x, low and high differ in length: {len(x)}, {len(low)}, {len(high)}"
+        )
     if _steps_down(x, strict=False):
         raise ValueError("band param 'x' must be non-decreasing")
-    if any(lo > hi for lo, hi in zip(low, high, strict=True)):
-        raise ValueError("band param 'low' must not exceed 'high'")
+    lo, hi = np.asarray(low), np.asarray(high)
+    if np.any(lo > hi) or lo.min() < 0.0 or hi.max() > 1.0:
+        raise ValueError("band needs 0 <= low <= high <= 1 at every x")
     return {"level": level, "x": x, "low": low, "high": high}
 
 
