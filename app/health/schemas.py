@@ -5,13 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    Field,
-    SerializerFunctionWrapHandler,
-    field_serializer,
-    model_serializer,
-)
+from pydantic import BaseModel, Field, field_serializer
 
 Severity = Literal["critical", "warning", "info"]
 Status = Literal["healthy", "degraded", "unhealthy"]
@@ -25,15 +19,19 @@ class Alert(BaseModel):
     segment: str | None = None
 
 
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+# A field that is left out of the JSON, rather than written as null, when it does not apply.
+def _optional(description: str | None = None) -> Any:
+    return Field(default=None, exclude_if=_absent, description=description)
+
+
 class DatabaseCheck(BaseModel):
     status: CheckStatus
-    latency_ms: float | None = None
-    detail: str | None = Field(default=None, description="the error's type when unreachable")
-
-    @model_serializer(mode="wrap")
-    def _present_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Either the latency (reachable) or the error (unreachable), never a null of the other.
-        return {key: value for key, value in handler(self).items() if value is not None}
+    latency_ms: float | None = _optional("the ping's round trip when reachable")
+    detail: str | None = _optional("the error's type when unreachable")
 
 
 class SegmentData(BaseModel):
@@ -96,31 +94,23 @@ class SchedulerCheck(BaseModel):
     status: CheckStatus
     enabled: bool
     is_running: bool
-    next_training_run: datetime | None = None
+    next_training_run: datetime | None = _optional("while the scheduler runs")
 
-    @model_serializer(mode="wrap")
-    def _present_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        if not self.enabled:
-            data.pop("next_training_run", None)
-        elif self.next_training_run is not None:
-            data["next_training_run"] = self.next_training_run.isoformat()
-        return data
+    @field_serializer("next_training_run")
+    def _iso(self, value: datetime | None) -> str | None:
+        # isoformat keeps the scheduler zone's own offset.
+        return None if value is None else value.isoformat()
 
 
 class HealthChecks(BaseModel):
     """Every check; those that need the database are absent while it is unreachable."""
 
     database: DatabaseCheck
-    data_availability: DataAvailabilityCheck | None = None
-    model_freshness: ModelFreshnessCheck | None = None
-    last_training: LastTrainingCheck | None = None
-    calibration_drift: CalibrationDriftCheck | None = None
-    scheduler: SchedulerCheck | None = None
-
-    @model_serializer(mode="wrap")
-    def _present_checks(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return {key: value for key, value in handler(self).items() if value is not None}
+    data_availability: DataAvailabilityCheck | None = _optional()
+    model_freshness: ModelFreshnessCheck | None = _optional()
+    last_training: LastTrainingCheck | None = _optional()
+    calibration_drift: CalibrationDriftCheck | None = _optional()
+    scheduler: SchedulerCheck | None = _optional()
 
 
 class HealthReport(BaseModel):
