@@ -30,7 +30,7 @@ def live() -> dict[str, str]:
 def ready(database: DatabaseDep) -> JSONResponse:
     """Ready when the database answers and its schema is at the migrations' head."""
     report = service.readiness(database)
-    return JSONResponse(status_code=200 if report["ready"] else 503, content=report)
+    return JSONResponse(status_code=200 if report.ready else 503, content=report.model_dump())
 
 
 @router.get(

@@ -120,6 +120,14 @@ class HealthReport(BaseModel):
     alerts: list[Alert]
 
 
+class Readiness(BaseModel):
+    ready: bool
+    database: Literal["ok", "unreachable"]
+    detail: str | None = _optional("the error's type when unreachable")
+    schema_revision: str | None
+    head_revision: str | None
+
+
 class HealthSnapshot(BaseModel):
     id: int
     status: Status

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -27,6 +27,7 @@ from app.health.schemas import (
     HealthSnapshotPage,
     LastTrainingCheck,
     ModelFreshnessCheck,
+    Readiness,
     SchedulerCheck,
     SegmentData,
     SegmentDrift,
@@ -43,25 +44,22 @@ from app.training import service as training_service
 logger = logging.getLogger(__name__)
 
 
-def readiness(database: Database) -> dict[str, Any]:
+def readiness(database: Database) -> Readiness:
     """Is the database reachable, and is its schema at the head revision?"""
     head = migrations.head_revision()
     try:
         current = migrations.current_revision(database.engine)
     except SQLAlchemyError as exc:
-        return {
-            "ready": False,
-            "database": "unreachable",
-            "detail": type(exc).__name__,
-            "schema_revision": None,
-            "head_revision": head,
-        }
-    return {
-        "ready": current == head,
-        "database": "ok",
-        "schema_revision": current,
-        "head_revision": head,
-    }
+        return Readiness(
+            ready=False,
+            database="unreachable",
+            detail=type(exc).__name__,
+            schema_revision=None,
+            head_revision=head,
+        )
+    return Readiness(
+        ready=current == head, database="ok", schema_revision=current, head_revision=head
+    )
 
 
 def _status(alerts: list[Alert]) -> Literal["ok", "warning"]:
