@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from helpers import DroppingListener
 from sqlalchemy import create_engine, text
 
 from app import migrations
@@ -111,3 +112,12 @@ def live_server(app: FastAPI) -> Iterator[str]:
 
     with serve_in_thread(app) as base_url:
         yield base_url
+
+
+@pytest.fixture
+def dropping_listener() -> Iterator[DroppingListener]:
+    listener = DroppingListener()
+    try:
+        yield listener
+    finally:
+        listener.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import httpx
@@ -38,3 +40,25 @@ def train(client: TestClient, **body: object) -> dict:
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "queued"
     return wait_for_run(client, response.json()["id"])
+
+
+class DroppingListener:
+    """A loopback port that accepts and at once closes every connection, counting them."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._drop, daemon=True).start()
+
+    def _drop(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+    def close(self) -> None:
+        self._socket.close()

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from calibration_client.artifact import ArtifactCalibrator, identity, load_artifact
-from calibration_client.files import CountingLines, guess_format, read_records
+from calibration_client.files import CountingLines, file_format, read_records, same_instant
 from calibration_client.results import (
     CalibrateResult,
     FeedbackSummary,
@@ -442,22 +443,26 @@ class CalibrationClient:
     ) -> ImportSummary:
         """Send every record of a CSV or NDJSON file; lines the service refuses are reported.
 
-        The format follows the suffix (``.csv``, else NDJSON) unless ``fmt`` is given; rows
-        without a segment get ``segment`` (default: the client's). A record without an
-        ``external_id`` gets one derived from the file name, line and content, so importing
-        the same file twice stores nothing twice. The service judges every record (its 422
-        names the item and field); refused lines are left out of the batch and listed in
-        ``rejected``. ``on_progress(bytes_read, file_bytes, rows)`` follows each batch.
+        The format is ``fmt``, else ``files.file_format``'s guess (``format_note`` says when it
+        was a guess). Rows without a segment get ``segment`` (default: the client's). A record
+        without an ``external_id`` gets one derived from the file name, line and content, so
+        importing the same file twice stores nothing twice. The service judges every record
+        (its 422 names the item and field): refused lines are left out and listed in
+        ``rejected``. A record of this service's own export whose ``occurred_at`` merely
+        repeats its ``received_at`` was stored without one; if it conflicts, it is offered
+        again that way, and then counts as the duplicate it is. ``on_progress(bytes_read,
+        file_bytes, rows)`` follows each batch.
         """
         file = Path(path)
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
-        summary = ImportSummary(format=fmt or guess_format(file))
+        chosen, note = file_format(file, fmt)
+        summary = ImportSummary(format=chosen, format_note=note)
         total_bytes = file.stat().st_size
-        batch: list[tuple[int, dict[str, Any]]] = []
+        batch: list[_ImportItem] = []
         with file.open(newline="", encoding="utf-8") as handle:
             counted = CountingLines(handle)
-            for line_no, record in read_records(counted, summary.format):
+            for line_no, record, received_at in read_records(counted, chosen):
                 summary.rows += 1
                 if isinstance(record, str):
                     summary.rejected.append((line_no, record))
@@ -468,7 +473,10 @@ class CalibrationClient:
                         f"{file.name}:{line_no}:{json.dumps(record, sort_keys=True)}".encode()
                     )
                     record["external_id"] = f"import-{digest.hexdigest()[:32]}"
-                batch.append((line_no, record))
+                unfilled = None
+                if same_instant(record.get("occurred_at"), received_at):
+                    unfilled = {k: v for k, v in record.items() if k != "occurred_at"}
+                batch.append(_ImportItem(line_no, record, unfilled))
                 if len(batch) >= batch_size:
                     self._import_batch(batch, summary)
                     batch = []
@@ -481,29 +489,44 @@ class CalibrationClient:
         summary.rejected.sort()
         return summary
 
-    def _import_batch(
-        self, batch: list[tuple[int, dict[str, Any]]], summary: ImportSummary
-    ) -> None:
-        # The service names every invalid item of a batch in one 422 (nothing is stored): leave
-        # those out and send the rest, so each batch takes one request, or two.
-        while True:
-            response = self._request(
-                "POST", "/v1/feedback/batch", json={"items": [record for _, record in batch]}
-            )
+    def _post_valid(
+        self, batch: list[_ImportItem], records: list[dict[str, Any]], summary: ImportSummary
+    ) -> tuple[list[_ImportItem], list[dict[str, Any]], dict[str, Any]]:
+        """Post ``records`` (one per item); refused items are dropped and reported.
+
+        The service names every invalid item of a batch in one 422 (nothing is stored), so a
+        batch takes one request, or two. Returns the items and records it stored or skipped,
+        and the service's answer for them.
+        """
+        while records:
+            response = self._request("POST", "/v1/feedback/batch", json={"items": records})
             refused = _refused_items(response) if response.status_code == 422 else {}
             if not refused:
-                break
-            summary.rejected.extend((batch[index][0], reason) for index, reason in refused.items())
+                return batch, records, self._json_or_raise(response)
+            summary.rejected.extend((batch[index].line, why) for index, why in refused.items())
             batch = [item for index, item in enumerate(batch) if index not in refused]
-            if not batch:
-                return
-        result = self._json_or_raise(response)
+            records = [record for index, record in enumerate(records) if index not in refused]
+        return [], [], {"inserted": 0, "duplicates": 0, "conflicts": []}
+
+    def _import_batch(self, batch: list[_ImportItem], summary: ImportSummary) -> None:
+        batch, _, result = self._post_valid(batch, [item.record for item in batch], summary)
         summary.inserted += result["inserted"]
         summary.duplicates += result["duplicates"]
-        summary.conflicts += len(result["conflicts"])
+        conflicts = [batch[index] for index in result["conflicts"]]
+        again = [item for item in conflicts if item.unfilled is not None]
+        if again:
+            # Records this service exported: sent without occurred_at, they are stored without
+            # one. Offered again that way, they are the duplicates they are.
+            conflicts = [item for item in conflicts if item.unfilled is None]
+            again, _, retried = self._post_valid(
+                again, [item.unfilled for item in again if item.unfilled is not None], summary
+            )
+            summary.inserted += retried["inserted"]
+            summary.duplicates += retried["duplicates"]
+            conflicts += [again[index] for index in retried["conflicts"]]
+        summary.conflicts += len(conflicts)
         summary.rejected.extend(
-            (batch[index][0], "external_id stored with a different body")
-            for index in result["conflicts"]
+            (item.line, "external_id stored with a different body") for item in conflicts
         )
 
     def health(self) -> HealthReport:
@@ -512,6 +535,14 @@ class CalibrationClient:
         if response.status_code == 503:
             return HealthReport.from_json(response.json())
         return HealthReport.from_json(self._json_or_raise(response))
+
+
+@dataclass(frozen=True)
+class _ImportItem:
+    line: int
+    record: dict[str, Any]
+    # The record without occurred_at, when an export wrote it from received_at.
+    unfilled: dict[str, Any] | None
 
 
 def _refused_items(response: httpx.Response) -> dict[int, str]:

@@ -6,18 +6,45 @@ import csv
 import json
 import math
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 IMPORT_FIELDS = ("score", "label", "segment", "external_id", "source", "occurred_at", "metadata")
 
-# A line number and the record read from it, or the reason the line is not a record.
-Line = tuple[int, dict[str, Any] | str]
+# A line read from a file: its number, the record (or why it is not one), and the
+# ``received_at`` an export wrote beside it (None in other files).
+Line = tuple[int, dict[str, Any] | str, str | None]
 
 
-def guess_format(path: Path) -> str:
-    """``csv`` for a ``.csv`` file, else ``ndjson``."""
-    return "csv" if path.suffix.lower() == ".csv" else "ndjson"
+def file_format(path: Path, given: str | None = None) -> tuple[str, str | None]:
+    """The format to read ``path`` in, and a note for a person when it was not obvious.
+
+    ``given`` wins; then the suffix (``.csv``; ``.ndjson`` or ``.jsonl``); otherwise the first
+    non-blank line decides: a JSON object means NDJSON, anything else CSV.
+    """
+    if given:
+        return given, None
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv", None
+    if suffix in (".ndjson", ".jsonl"):
+        return "ndjson", None
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        first = next((line for line in handle if line.strip()), "")
+    fmt = "ndjson" if first.lstrip().startswith("{") else "csv"
+    why = "a JSON object" if fmt == "ndjson" else "not a JSON object"
+    return fmt, f"{path.name}: read as {fmt.upper()} (its first line is {why}; --format chooses)"
+
+
+def same_instant(first: Any, second: str | None) -> bool:
+    """Whether two ISO 8601 texts name the same instant (False if either is not one)."""
+    if not isinstance(first, str) or second is None:
+        return False
+    try:
+        return datetime.fromisoformat(first) == datetime.fromisoformat(second)
+    except (TypeError, ValueError):
+        return False  # unparseable, or one of them without a zone: not an export's pair
 
 
 def _parse_label(text: str) -> Any:
@@ -54,7 +81,7 @@ def csv_records(handle: Iterable[str]) -> Iterator[Line]:
                     record[key] = value
             else:
                 record[key] = value
-        yield reader.line_num, record
+        yield reader.line_num, record, row.get("received_at") or None
 
 
 def ndjson_records(handle: Iterable[str]) -> Iterator[Line]:
@@ -66,12 +93,14 @@ def ndjson_records(handle: Iterable[str]) -> Iterator[Line]:
             # NaN and Infinity stay text, which JSON can carry and the service refuses by name.
             parsed = json.loads(line, parse_constant=str)
         except ValueError as exc:
-            yield line_no, f"not JSON: {exc.msg}"
+            yield line_no, f"not JSON: {exc.msg}", None
             continue
         if not isinstance(parsed, dict):
-            yield line_no, "not a JSON object"
+            yield line_no, "not a JSON object", None
             continue
-        yield line_no, {key: parsed[key] for key in IMPORT_FIELDS if key in parsed}
+        record = {key: parsed[key] for key in IMPORT_FIELDS if key in parsed}
+        received = parsed.get("received_at")
+        yield line_no, record, received if isinstance(received, str) else None
 
 
 class CountingLines:

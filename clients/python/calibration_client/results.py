@@ -59,6 +59,7 @@ class ImportSummary(_Result):
     conflicts: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
     format: str = "ndjson"
+    format_note: str | None = None  # set when the format was guessed from the first line
 
 
 @dataclass(frozen=True)
