@@ -4,6 +4,7 @@ from app.db import Base
 from app.feedback.models import Feedback
 from app.health.models import HealthCheck
 from app.registry.models import ModelEvent, ModelVersion
+from app.shadow.models import ShadowComparison
 from app.training.models import JobFiring, TrainingRun
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "JobFiring",
     "ModelEvent",
     "ModelVersion",
+    "ShadowComparison",
     "TrainingRun",
 ]

@@ -1,0 +1,88 @@
+"""Keeps comparisons current as feedback arrives, off the request path and coalesced.
+
+After a feedback post has been answered, ``FeedbackHookMiddleware`` tells the process's
+``ShadowUpdater``; the updater scores new records in one background thread. Posts that arrive
+while it works only set a flag, so a burst of posts costs one pass, not one per post, and the
+single post's own cost is a lock and a flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.db import Database
+from app.shadow import service
+from app.shadow.service import ShadowPolicy
+
+logger = logging.getLogger(__name__)
+
+FEEDBACK_PATHS = frozenset({"/v1/feedback", "/v1/feedback/batch"})
+
+
+class ShadowUpdater:
+    """One background pass at a time per process; a request during a pass asks for another."""
+
+    def __init__(self, database: Database, policy: ShadowPolicy) -> None:
+        self.database = database
+        self.policy = policy
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._again = False
+
+    def notify(self) -> None:
+        """New feedback is stored: make sure a pass runs after it."""
+        with self._lock:
+            if self._scheduled:
+                self._again = True
+                return
+            self._scheduled = True
+        self._executor.submit(self._run)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                service.advance(self.database, self.policy)
+            except Exception:
+                # The records stay after the watermark; the next pass retries them.
+                logger.exception("shadow comparison update failed")
+            with self._lock:
+                if not self._again:
+                    self._scheduled = False
+                    return
+                self._again = False
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class FeedbackHookMiddleware:
+    """Notifies the app's ``ShadowUpdater`` once a feedback post has been answered with 2xx."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] not in FEEDBACK_PATHS
+        ):
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, send_with_status)
+        updater: ShadowUpdater | None = getattr(scope["app"].state, "shadow_updater", None)
+        if updater is not None and 200 <= status < 300:
+            updater.notify()
