@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 from conftest import overconfident_feedback, train, wait_for_run
 from fastapi.testclient import TestClient
+from test_metrics import sample
 
-from app.calibration import load_calibrator
+from app.calibration import load_calibrator, paired_confidence_sequence
+from app.client import CalibrationClient, CalibrationServiceError
 from app.config import Settings
 from app.main import create_app
 
@@ -226,3 +229,62 @@ def test_scopes(settings: Settings) -> None:
         assert client.get("/v1/models/default/shadow", headers=reader).status_code == 200
         assert client.delete("/v1/models/default/shadow", headers=reader).status_code == 403
         assert client.delete("/v1/models/default/shadow", headers=admin).status_code == 200
+
+
+def test_two_replicas_decide_once_at_the_first_record_that_excludes_zero(
+    settings: Settings,
+) -> None:
+    with (
+        client_for(settings, deploy_mode="shadow") as first,
+        client_for(settings, deploy_mode="shadow") as second,
+    ):
+        first.post("/v1/feedback/batch", json={"items": overconfident_feedback(400)})
+        assert train(first)["status"] == "deployed"
+        first.post(
+            "/v1/feedback/batch", json={"items": analyzer_feedback(3000, seed=1, shift=0.25)}
+        )
+        assert train(first, force=True)["model_version"] == 2
+        fresh = analyzer_feedback(1500, seed=2, shift=0.25)
+
+        def look(client: TestClient) -> None:
+            for _ in range(10):
+                assert client.get("/v1/models/default/shadow").status_code == 200
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            looks = [pool.submit(look, client) for client in (first, second, first, second)]
+            for start in range(0, len(fresh), 100):
+                second.post("/v1/feedback/batch", json={"items": fresh[start : start + 100]})
+            for future in looks:
+                future.result()
+        result = second.get("/v1/models/default/shadow").json()
+        history = first.get("/v1/models/history", params={"segment": "default"}).json()["items"]
+
+    assert result["status"] == "promoted"
+    assert [p["reason"] for p in history].count("shadow") == 1
+    # An independent replay: the library on the fresh records, in order, decides at the same n.
+    d = brier_differences(first, fresh, challenger=2, champion=1)
+    low, high = paired_confidence_sequence(d, alpha=0.05)
+    decided_at = int(np.argmax(high <= 0.0)) + 1
+    assert result["n"] == decided_at
+    assert result["interval"] == [low[decided_at - 1], high[decided_at - 1]]
+
+
+def test_metrics_and_the_client_show_the_comparison(client: TestClient, live_server: str) -> None:
+    _two_versions(client)
+    with CalibrationClient(live_server) as sdk:
+        started = sdk.start_shadow(2)
+        assert started["status"] == "running" and started["challenger_version"] == 2
+        sdk.send_feedback(overconfident_feedback(80, seed=12))
+        seen = sdk.shadow()
+        assert seen["n"] == 80
+        text = client.get("/metrics").text
+        labels = {"segment": "default", "challenger": "2", "champion": "1"}
+        assert sample(text, "calib_shadow_records", **labels) == 80
+        assert sample(text, "calib_shadow_running", **labels) == 1.0
+        assert sample(text, "calib_shadow_interval_low", **labels) == seen["interval"][0]
+        assert sample(text, "calib_shadow_interval_high", **labels) == seen["interval"][1]
+        assert sdk.stop_shadow()["status"] == "stopped"
+        with pytest.raises(CalibrationServiceError) as raised:
+            sdk.start_shadow(1)
+        assert raised.value.status_code == 409
+    assert sample(client.get("/metrics").text, "calib_shadow_running", **labels) == 0.0
