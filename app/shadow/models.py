@@ -65,5 +65,7 @@ class ShadowComparison(Base):
     interval_low: Mapped[float] = mapped_column(Double())
     interval_high: Mapped[float] = mapped_column(Double())
     state: Mapped[dict[str, Any]] = mapped_column(JSON())
+    # [n, low, high] points of the interval as n grew, thinned to a few hundred: for charts.
+    trace: Mapped[list[list[float]]] = mapped_column(JSON())
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     reason: Mapped[str | None] = mapped_column(Text)

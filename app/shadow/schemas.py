@@ -27,4 +27,7 @@ class ShadowComparisonRead(BaseModel):
         )
     )
     alpha: float
+    trace: list[tuple[int, float, float]] = Field(
+        description="(n, low, high) of the interval as records arrived, thinned to a few hundred"
+    )
     reason: str | None = Field(description="Why it ended, once it has")

@@ -29,6 +29,8 @@ REASON_SHADOW = "shadow"
 # Records scored per write transaction: bounds the time a SQLite writer waits on us.
 CHUNK = 2000
 _LOG_CLIP = 1e-15
+TRACE_POINTS = 256
+_POINTS_PER_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ def to_read(comparison: ShadowComparison) -> ShadowComparisonRead:
         interval=(comparison.interval_low, comparison.interval_high),
         alpha=comparison.alpha,
         reason=comparison.reason,
+        trace=[(int(n), low, high) for n, low, high in comparison.trace],
     )
 
 
@@ -92,6 +95,7 @@ def start(
         interval_low=-1.0,
         interval_high=1.0,
         state=ConfidenceSequenceState(alpha=alpha).to_dict(),
+        trace=[],
     )
     if comparison is None:
         open_one = repository.running(session, segment)
@@ -130,6 +134,12 @@ def challenge(
             reason=f"superseded by version {version} ({actor})",
         )
     return start(session, segment=segment, version=version, actor=actor, alpha=alpha)
+
+
+def find_latest(session: Session, *, segment: str) -> ShadowComparisonRead | None:
+    """The segment's latest comparison as stored (not advanced), or ``None``."""
+    comparison = repository.latest(session, segment)
+    return to_read(comparison) if comparison is not None else None
 
 
 def latest(session: Session, *, segment: str) -> ShadowComparison:
@@ -216,6 +226,7 @@ def _score_chunk(
         "interval_low": float(low[count - 1]),
         "interval_high": float(high[count - 1]),
         "state": new_state.to_dict(),
+        "trace": _traced(comparison.trace, comparison.n, low[:count], high[:count]),
     }
     now = utcnow()
     promote = bool(decided.any() and better[count - 1])
@@ -235,6 +246,19 @@ def _score_chunk(
         fields.update(_retire_fields(n, policy))
     more = "status" not in fields and count == limit
     return _Step(fields, promote=promote, more=more)
+
+
+def _traced(
+    trace: list[list[float]], n0: int, low: np.ndarray, high: np.ndarray
+) -> list[list[float]]:
+    """The trace with a few points of this chunk (always its last), thinned when too long."""
+    picks = np.unique(np.linspace(0, low.shape[0] - 1, _POINTS_PER_CHUNK).astype(int))
+    points = [[n0 + int(i) + 1, float(low[i]), float(high[i])] for i in picks]
+    trace = [*trace, *points]
+    while len(trace) > TRACE_POINTS:
+        # Every other point goes, the first and the newest stay.
+        trace = [*trace[:-1:2], trace[-1]]
+    return trace
 
 
 def _retire_fields(n: int, policy: ShadowPolicy) -> dict[str, object]:

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("interval_low", sa.Double(), nullable=False),
         sa.Column("interval_high", sa.Double(), nullable=False),
         sa.Column("state", sa.JSON(), nullable=False),
+        sa.Column("trace", sa.JSON(), nullable=False),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.CheckConstraint(

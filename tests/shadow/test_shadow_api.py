@@ -288,3 +288,24 @@ def test_metrics_and_the_client_show_the_comparison(client: TestClient, live_ser
             sdk.start_shadow(1)
         assert raised.value.status_code == 409
     assert sample(client.get("/metrics").text, "calib_shadow_running", **labels) == 0.0
+
+
+def test_dashboard_shows_the_interval_over_n(client: TestClient) -> None:
+    _two_versions(client)
+    assert client.post("/v1/models/default/2/shadow").status_code == 201
+    for start in range(0, 300, 100):
+        client.post(
+            "/v1/feedback/batch",
+            json={"items": overconfident_feedback(300, seed=13)[start : start + 100]},
+        )
+    comparison = client.get("/v1/models/default/shadow").json()
+    assert [point[0] for point in comparison["trace"]][-1] == 300
+    assert comparison["trace"][-1][1:] == comparison["interval"]
+
+    page = client.get("/dashboard").text
+    assert "v2 challenges v1" in page and "after 300 records" in page
+    assert "/dashboard/segments/default/shadow.svg" in page
+    chart = client.get("/dashboard/segments/default/shadow.svg")
+    assert chart.status_code == 200 and chart.headers["content-type"] == "image/svg+xml"
+    assert 'id="shadow-interval"' in chart.text and 'id="shadow-zero"' in chart.text
+    assert client.get("/dashboard/segments/other/shadow.svg").status_code == 404
