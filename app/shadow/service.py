@@ -33,6 +33,16 @@ TRACE_POINTS = 256
 _POINTS_PER_CHUNK = 16
 
 
+class _Starts:
+    """Comparisons started by this process, so its updater notices them without polling."""
+
+    count = 0
+
+
+def starts_in_process() -> int:
+    return _Starts.count
+
+
 @dataclass(frozen=True)
 class ShadowPolicy:
     """The settings that govern decisions."""
@@ -97,6 +107,7 @@ def start(
         state=ConfidenceSequenceState(alpha=alpha).to_dict(),
         trace=[],
     )
+    _Starts.count += 1
     if comparison is None:
         open_one = repository.running(session, segment)
         detail = f"a shadow comparison is already running in segment '{segment}'"
@@ -295,7 +306,7 @@ def _advance_once(database: Database, comparison_id: int, policy: ShadowPolicy) 
         if not repository.advance(
             session, comparison_id, from_feedback_id=watermark, **step.fields
         ):
-            return False  # another replica scored these records first
+            return True  # another pass scored these records first: read again from its watermark
         if step.promote:
             # In the transaction that records the decision: both happen, or neither.
             registry.activate(
@@ -317,8 +328,11 @@ def _advance_once(database: Database, comparison_id: int, policy: ShadowPolicy) 
     return step.more
 
 
-def advance(database: Database, policy: ShadowPolicy, *, segment: str | None = None) -> None:
-    """Bring every running comparison (of ``segment``, or all) up to the newest feedback."""
+def advance(database: Database, policy: ShadowPolicy, *, segment: str | None = None) -> int:
+    """Bring every running comparison (of ``segment``, or all) up to the newest feedback.
+
+    Returns how many comparisons were running.
+    """
     with database.session_scope(write=False) as session:
         ids = [comparison.id for comparison in repository.running(session, segment)]
     for comparison_id in ids:
@@ -328,6 +342,7 @@ def advance(database: Database, policy: ShadowPolicy, *, segment: str | None = N
         except ConflictError as exc:
             # The champion changed between scoring and promotion; the next pass stops it.
             logger.info("shadow comparison %s not promoted: %s", comparison_id, exc.detail)
+    return len(ids)
 
 
 def current(database: Database, policy: ShadowPolicy, *, segment: str) -> ShadowComparisonRead:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,6 +22,9 @@ from app.shadow.service import ShadowPolicy
 logger = logging.getLogger(__name__)
 
 FEEDBACK_PATHS = frozenset({"/v1/feedback", "/v1/feedback/batch"})
+# After a pass found nothing running, posts skip the database for this long: a comparison that
+# another replica starts is scored from its watermark up to a second later, nothing is lost.
+IDLE_RECHECK_SECONDS = 1.0
 
 
 class ShadowUpdater:
@@ -33,10 +37,17 @@ class ShadowUpdater:
         self._lock = threading.Lock()
         self._scheduled = False
         self._again = False
+        self._idle_until = 0.0
+        self._idle_starts = -1
 
     def notify(self) -> None:
         """New feedback is stored: make sure a pass runs after it."""
         with self._lock:
+            if (
+                time.monotonic() < self._idle_until
+                and service.starts_in_process() == self._idle_starts
+            ):
+                return
             if self._scheduled:
                 self._again = True
                 return
@@ -46,7 +57,11 @@ class ShadowUpdater:
     def _run(self) -> None:
         while True:
             try:
-                service.advance(self.database, self.policy)
+                starts = service.starts_in_process()
+                if service.advance(self.database, self.policy) == 0:
+                    with self._lock:
+                        self._idle_until = time.monotonic() + IDLE_RECHECK_SECONDS
+                        self._idle_starts = starts
             except Exception:
                 # The records stay after the watermark; the next pass retries them.
                 logger.exception("shadow comparison update failed")
