@@ -13,7 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.db import Database
 from app.shadow import service
@@ -76,28 +76,21 @@ class ShadowUpdater:
 
 
 class FeedbackHookMiddleware:
-    """Notifies the app's ``ShadowUpdater`` once a feedback post has been answered with 2xx."""
+    """Notifies the app's ``ShadowUpdater`` once a feedback post has been answered.
+
+    Refused posts notify too: a pass that finds nothing new costs less than watching statuses.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
         if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or scope["path"] not in FEEDBACK_PATHS
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in FEEDBACK_PATHS
         ):
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        await self.app(scope, receive, send_with_status)
-        updater: ShadowUpdater | None = getattr(scope["app"].state, "shadow_updater", None)
-        if updater is not None and 200 <= status < 300:
-            updater.notify()
+            updater: ShadowUpdater | None = getattr(scope["app"].state, "shadow_updater", None)
+            if updater is not None:
+                updater.notify()
