@@ -222,7 +222,8 @@ def _score_chunk(
 
     state = ConfidenceSequenceState.from_dict(comparison.state)
     new_state, low, high = extend_confidence_sequence(state, brier)
-    better = high <= 0.0 if policy.auto_promote else np.zeros_like(high, dtype=bool)
+    # Promotion: every Brier difference from 0 upwards is excluded; retirement: from 0 down.
+    better = (high <= 0.0) & policy.auto_promote
     decided = better | (low >= 0.0)
     count = ids.shape[0]
     if decided.any():
@@ -252,6 +253,15 @@ def _score_chunk(
             status="retired",
             decided_at=now,
             reason=f"the interval lies above 0 after {n} records: the challenger is worse",
+        )
+    elif n >= policy.max_records and high[count - 1] <= 0.0:
+        fields.update(
+            status="stopped",
+            decided_at=now,
+            reason=(
+                f"the challenger is better after {n} records, but automatic promotion is off; "
+                "activate it by hand"
+            ),
         )
     elif n >= policy.max_records:
         fields.update(_retire_fields(n, policy))

@@ -309,3 +309,25 @@ def test_dashboard_shows_the_interval_over_n(client: TestClient) -> None:
     assert chart.status_code == 200 and chart.headers["content-type"] == "image/svg+xml"
     assert 'id="shadow-interval"' in chart.text and 'id="shadow-zero"' in chart.text
     assert client.get("/dashboard/segments/other/shadow.svg").status_code == 404
+
+
+def test_without_auto_promotion_a_better_challenger_is_only_reported(settings: Settings) -> None:
+    with client_for(
+        settings, deploy_mode="shadow", shadow_auto_promote=False, shadow_max_records=2000
+    ) as client:
+        client.post("/v1/feedback/batch", json={"items": overconfident_feedback(400)})
+        assert train(client)["status"] == "deployed"
+        client.post(
+            "/v1/feedback/batch", json={"items": analyzer_feedback(3000, seed=1, shift=0.25)}
+        )
+        assert train(client, force=True)["model_version"] == 2
+        fresh = analyzer_feedback(2500, seed=2, shift=0.25)
+        client.post("/v1/feedback/batch", json={"items": fresh[:1000]})
+        reported = client.get("/v1/models/default/shadow").json()
+        assert reported["status"] == "running" and reported["n"] == 1000
+        assert reported["interval"][1] <= 0.0
+        client.post("/v1/feedback/batch", json={"items": fresh[1000:]})
+        ended = client.get("/v1/models/default/shadow").json()
+        assert ended["status"] == "stopped" and ended["n"] == 2000
+        assert "automatic promotion is off" in ended["reason"]
+        assert client.get("/v1/models/active").json()["version"] == 1
