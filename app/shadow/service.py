@@ -208,7 +208,15 @@ def _score_chunk(
     )
     if ids.shape[0] == 0:
         if comparison.n >= policy.max_records:
-            return _Step(_retire_fields(comparison.n, policy), promote=False, more=False)
+            # The limit was lowered below n: end it as the limit says.
+            fields = _outcome(
+                policy,
+                n=comparison.n,
+                promote=False,
+                retire=False,
+                high=comparison.interval_high,
+            )
+            return _Step(fields, promote=False, more=False)
         return None
     segment = comparison.segment
     champion = registry.get_version(session, segment=segment, version=comparison.champion_version)
@@ -240,31 +248,9 @@ def _score_chunk(
         "state": new_state.to_dict(),
         "trace": _traced(comparison.trace, comparison.n, low[:count], high[:count]),
     }
-    now = utcnow()
     promote = bool(decided.any() and better[count - 1])
-    if promote:
-        fields.update(
-            status="promoted",
-            decided_at=now,
-            reason=f"the interval lies below 0 after {n} records",
-        )
-    elif decided.any():
-        fields.update(
-            status="retired",
-            decided_at=now,
-            reason=f"the interval lies above 0 after {n} records: the challenger is worse",
-        )
-    elif n >= policy.max_records and high[count - 1] <= 0.0:
-        fields.update(
-            status="stopped",
-            decided_at=now,
-            reason=(
-                f"the challenger is better after {n} records, but automatic promotion is off; "
-                "activate it by hand"
-            ),
-        )
-    elif n >= policy.max_records:
-        fields.update(_retire_fields(n, policy))
+    retire = bool(decided.any() and not promote)
+    fields.update(_outcome(policy, n=n, promote=promote, retire=retire, high=high[count - 1]))
     more = "status" not in fields and count == limit
     return _Step(fields, promote=promote, more=more)
 
@@ -282,12 +268,26 @@ def _traced(
     return trace
 
 
-def _retire_fields(n: int, policy: ShadowPolicy) -> dict[str, object]:
-    return {
-        "status": "retired",
-        "decided_at": utcnow(),
-        "reason": f"undecided after {n} records (limit {policy.max_records})",
-    }
+def _outcome(
+    policy: ShadowPolicy, *, n: int, promote: bool, retire: bool, high: float
+) -> dict[str, object]:
+    """The status change after ``n`` records, if any: promoted, retired, or stopped."""
+    if promote:
+        reason = f"the interval lies below 0 after {n} records"
+        return {"status": "promoted", "decided_at": utcnow(), "reason": reason}
+    if retire:
+        reason = f"the interval lies above 0 after {n} records: the challenger is worse"
+        return {"status": "retired", "decided_at": utcnow(), "reason": reason}
+    if n < policy.max_records:
+        return {}
+    if high <= 0.0:
+        reason = (
+            f"the challenger is better after {n} records, but automatic promotion is off; "
+            "activate it by hand"
+        )
+        return {"status": "stopped", "decided_at": utcnow(), "reason": reason}
+    reason = f"undecided after {n} records (limit {policy.max_records})"
+    return {"status": "retired", "decided_at": utcnow(), "reason": reason}
 
 
 def _advance_once(database: Database, comparison_id: int, policy: ShadowPolicy) -> bool:
