@@ -126,6 +126,12 @@ def test_equal_challenger_is_retired_at_max_records(settings: Settings) -> None:
         # Single posts, one record each, from the unchanged analyzer.
         for record in overconfident_feedback(320, seed=5):
             assert client.post("/v1/feedback", json=record).status_code == 201
+        # The posts alone bring it to its end: /metrics reads the stored row, scores nothing.
+        labels = {"segment": "default", "challenger": "2", "champion": "1"}
+        wait_until(
+            lambda: sample(client.get("/metrics").text, "calib_shadow_running", **labels) == 0.0,
+            "the retirement",
+        )
         result = client.get("/v1/models/default/shadow").json()
         assert result["status"] == "retired"
         assert result["n"] == 300 and "undecided after 300" in result["reason"]
