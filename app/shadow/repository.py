@@ -68,9 +68,11 @@ def feedback_after(
         .order_by(feedback_table.c.id)
         .limit(limit)
     )
-    rows = [(float(i), score, float(label)) for i, score, label in session.execute(statement)]
-    array = np.array(rows, dtype=np.float64).reshape(-1, 3)
-    return array[:, 0].astype(np.int64), array[:, 1].copy(), array[:, 2].copy()
+    rows = session.execute(statement).all()
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    scores = np.fromiter((row[1] for row in rows), dtype=np.float64, count=len(rows))
+    labels = np.fromiter((row[2] for row in rows), dtype=np.float64, count=len(rows))
+    return ids, scores, labels
 
 
 def advance(session: Session, comparison_id: int, *, from_feedback_id: int, **fields: Any) -> bool:
