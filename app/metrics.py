@@ -14,11 +14,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db import Database, utcnow
-from app.health import repository as health
-from app.registry import repository as registry
-from app.shadow import repository as shadow
-from app.shadow.models import ShadowComparison
+from app.feedback import repository as feedback_repository
+from app.registry import service as registry
+from app.shadow import service as shadow
+from app.shadow.schemas import ShadowComparisonRead
 from app.training import repository as training
+from app.training.models import RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class DatabaseCollector(Collector):
         up = GaugeMetricFamily("calib_database_up", "1 when the database answered the scrape")
         try:
             with self.database.session_scope(write=False) as session, self._lock:
-                for segment, label, count, top in health.feedback_counts_after(
+                for segment, label, count, top in feedback_repository.counts_after(
                     session, self._last_id
                 ):
                     key = (segment, label)
@@ -70,7 +71,7 @@ class DatabaseCollector(Collector):
         by_status = GaugeMetricFamily(
             "calib_training_runs", "Training runs stored, by status", labels=["status"]
         )
-        for status in ("queued", "running", "deployed", "rejected", "skipped", "failed"):
+        for status in RunStatus:
             by_status.add_metric([status], runs.get(status, 0))
         yield by_status
 
@@ -96,7 +97,7 @@ class DatabaseCollector(Collector):
         yield from _shadow_metrics(comparisons)
 
 
-def _shadow_metrics(comparisons: list[ShadowComparison]) -> Iterator[Metric]:
+def _shadow_metrics(comparisons: list[ShadowComparisonRead]) -> Iterator[Metric]:
     """The latest champion/challenger comparison of each segment."""
     labels = ["segment", "challenger", "champion"]
     families = {
@@ -125,8 +126,8 @@ def _shadow_metrics(comparisons: list[ShadowComparison]) -> Iterator[Metric]:
         ]
         families["running"].add_metric(key, float(comparison.status == "running"))
         families["n"].add_metric(key, comparison.n)
-        families["low"].add_metric(key, comparison.interval_low)
-        families["high"].add_metric(key, comparison.interval_high)
+        families["low"].add_metric(key, comparison.interval[0])
+        families["high"].add_metric(key, comparison.interval[1])
     yield from families.values()
 
 

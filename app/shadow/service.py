@@ -17,6 +17,8 @@ from app.calibration import ConfidenceSequenceState, extend_confidence_sequence
 from app.config import Settings
 from app.db import Database, utcnow
 from app.errors import ConflictError, NotFoundError
+from app.feedback import repository as feedback
+from app.registry import artifacts
 from app.registry import service as registry
 from app.registry.models import ModelVersion
 from app.shadow import repository
@@ -86,7 +88,7 @@ def start(
         raise ConflictError(f"segment '{segment}' has no active model to compare version with")
     if champion.id == challenger.id:
         raise ConflictError(f"version {version} is the active model of segment '{segment}'")
-    watermark = repository.max_feedback_id(session)
+    watermark = feedback.max_id(session, segment) or 0
     comparison = repository.insert_running(
         session,
         segment=segment,
@@ -153,6 +155,11 @@ def find_latest(session: Session, *, segment: str) -> ShadowComparisonRead | Non
     return to_read(comparison) if comparison is not None else None
 
 
+def latest_per_segment(session: Session) -> list[ShadowComparisonRead]:
+    """The newest comparison of every segment that has had one, as stored."""
+    return [to_read(comparison) for comparison in repository.latest_per_segment(session)]
+
+
 def latest(session: Session, *, segment: str) -> ShadowComparison:
     comparison = repository.latest(session, segment)
     if comparison is None:
@@ -200,7 +207,7 @@ def _score_chunk(
     session: Session, comparison: ShadowComparison, policy: ShadowPolicy
 ) -> _Step | None:
     limit = min(CHUNK, policy.max_records - comparison.n)
-    ids, scores, labels = repository.feedback_after(
+    ids, scores, labels = feedback.oldest_after(
         session,
         segment=comparison.segment,
         after_id=comparison.last_feedback_id,
@@ -223,8 +230,8 @@ def _score_chunk(
     challenger = registry.get_version(
         session, segment=segment, version=comparison.challenger_version
     )
-    q_champion = registry.calibrator_for(champion).predict(scores)
-    q_challenger = registry.calibrator_for(challenger).predict(scores)
+    q_champion = artifacts.calibrator_for(champion).predict(scores)
+    q_challenger = artifacts.calibrator_for(challenger).predict(scores)
     brier = (q_challenger - labels) ** 2 - (q_champion - labels) ** 2
     log_loss = _log_loss(q_challenger, labels) - _log_loss(q_champion, labels)
 

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from conftest import overconfident_feedback, train, wait_for_run
 from fastapi.testclient import TestClient
+from helpers import overconfident_feedback, train, wait_for_run
 from test_metrics import sample
 
 from app.calibration import load_calibrator, paired_confidence_sequence
