@@ -70,20 +70,26 @@ def brier_differences(client: TestClient, records: list[dict], challenger: int, 
     return (q2 - labels) ** 2 - (q1 - labels) ** 2
 
 
+def analyzer_changes(client: TestClient) -> dict:
+    """Version 1 live on the original analyzer; the analyzer changes; a forced run trains v2.
+
+    Returns the second run; in shadow mode its version 2 challenges version 1.
+    """
+    client.post("/v1/feedback/batch", json={"items": overconfident_feedback(400)})
+    assert train(client)["status"] == "deployed"
+    # The analyzer changed: its findings are now right more often than its scores say.
+    client.post("/v1/feedback/batch", json={"items": analyzer_feedback(3000, seed=1, shift=0.25)})
+    second = train(client, force=True)
+    assert second["model_version"] == 2
+    return second
+
+
 def test_shadow_mode_challenger_is_promoted_by_fresh_feedback_alone(
     shadow_client: TestClient,
 ) -> None:
     client = shadow_client
-    client.post("/v1/feedback/batch", json={"items": overconfident_feedback(400)})
-    first = train(client)
-    # No live model yet: shadow mode activates the first candidate at once.
-    assert first["status"] == "deployed" and first["model_version"] == 1
-
-    # The analyzer changed: its findings are now right more often than its scores say.
-    changed = analyzer_feedback(3000, seed=1, shift=0.25)
-    client.post("/v1/feedback/batch", json={"items": changed})
-    second = train(client, force=True)
-    assert second["model_version"] == 2
+    # No live model yet: shadow mode activates the first candidate at once (in the helper).
+    second = analyzer_changes(client)
     assert second["evaluation_results"]["deployed"] is False
     assert "now challenges active version 1" in second["reason"]
     assert client.get("/v1/models/active").json()["version"] == 1
@@ -244,12 +250,7 @@ def test_two_replicas_decide_once_at_the_first_record_that_excludes_zero(
         client_for(settings, deploy_mode="shadow") as first,
         client_for(settings, deploy_mode="shadow") as second,
     ):
-        first.post("/v1/feedback/batch", json={"items": overconfident_feedback(400)})
-        assert train(first)["status"] == "deployed"
-        first.post(
-            "/v1/feedback/batch", json={"items": analyzer_feedback(3000, seed=1, shift=0.25)}
-        )
-        assert train(first, force=True)["model_version"] == 2
+        analyzer_changes(first)
         fresh = analyzer_feedback(1500, seed=2, shift=0.25)
 
         def look(client: TestClient) -> None:
@@ -321,12 +322,7 @@ def test_without_auto_promotion_a_better_challenger_is_only_reported(settings: S
     with client_for(
         settings, deploy_mode="shadow", shadow_auto_promote=False, shadow_max_records=2000
     ) as client:
-        client.post("/v1/feedback/batch", json={"items": overconfident_feedback(400)})
-        assert train(client)["status"] == "deployed"
-        client.post(
-            "/v1/feedback/batch", json={"items": analyzer_feedback(3000, seed=1, shift=0.25)}
-        )
-        assert train(client, force=True)["model_version"] == 2
+        analyzer_changes(client)
         fresh = analyzer_feedback(2500, seed=2, shift=0.25)
         client.post("/v1/feedback/batch", json={"items": fresh[:1000]})
         reported = client.get("/v1/models/default/shadow").json()
