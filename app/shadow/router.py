@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends
 
 from app.auth import Principal, require_scope
-from app.config import SEGMENT_PATTERN
 from app.deps import DatabaseDep, SettingsDep, WriteSession
 from app.errors import responses
+from app.params import SegmentPath, VersionPath
 from app.shadow import service
 from app.shadow.schemas import ShadowComparisonRead
 from app.shadow.service import ShadowPolicy
 
 router = APIRouter(tags=["shadow"])
 
-SegmentPath = Annotated[str, Path(pattern=SEGMENT_PATTERN)]
-VersionPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
 
 
