@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     drift_window: int = Field(default=10_000, ge=10)
     random_seed: int = 0
 
+    # gate: a candidate that passes the quality gate goes live; shadow: it becomes the
+    # challenger of the active model and goes live only on evidence from fresh feedback.
+    deploy_mode: Literal["gate", "shadow"] = "gate"
+    shadow_alpha: float = Field(default=0.05, gt=0, lt=1)
+    shadow_max_records: int = Field(default=20_000, ge=1)
+    shadow_auto_promote: bool = True
+
     log_json: bool = False
 
     @field_validator("api_keys", mode="before")

@@ -14,6 +14,8 @@ from app.health.schemas import HealthChecks, HealthReport
 from app.registry import service as registry
 from app.registry.schemas import ModelVersionRead
 from app.scheduling.schemas import SchedulerStatus
+from app.shadow import service as shadow
+from app.shadow.schemas import ShadowComparisonRead
 from app.training import service as training
 from app.training.schemas import TrainingRunRead
 
@@ -32,6 +34,7 @@ class SegmentView:
     recent_ece: float | None
     n_recent: int | None
     versions: list[ModelVersionRead]  # newest first
+    shadow: ShadowComparisonRead | None = None  # the latest champion/challenger comparison
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,13 @@ def _segment(session: Session, name: str, checks: HealthChecks) -> SegmentView:
         recent_ece=drift.recent_ece if drift else None,
         n_recent=drift.n_recent if drift else None,
         versions=versions,
+        shadow=shadow.find_latest(session, segment=name),
     )
+
+
+def segment_shadow(session: Session, *, segment: str) -> ShadowComparisonRead:
+    """A segment's latest comparison; 404 when it never had one."""
+    return shadow.to_read(shadow.latest(session, segment=segment))
 
 
 def build_dashboard(

@@ -397,6 +397,23 @@ def recent_scores_labels(
     return array[:, 0].copy(), array[:, 1].copy()
 
 
+def oldest_after(
+    session: Session, *, segment: str, after_id: int, limit: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Ids, scores and labels of the oldest ``limit`` records of a segment after ``after_id``."""
+    statement = (
+        select(feedback_table.c.id, feedback_table.c.score, feedback_table.c.label)
+        .where(feedback_table.c.segment == segment, feedback_table.c.id > after_id)
+        .order_by(feedback_table.c.id)
+        .limit(limit)
+    )
+    rows = session.execute(statement).all()
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    scores = np.fromiter((row[1] for row in rows), dtype=np.float64, count=len(rows))
+    labels = np.fromiter((row[2] for row in rows), dtype=np.float64, count=len(rows))
+    return ids, scores, labels
+
+
 def counts_after(session: Session, after_id: int) -> list[tuple[str, bool, int, int]]:
     """(segment, label, count, max id) of records after ``after_id``: an index range scan."""
     statement = (

@@ -65,6 +65,8 @@ class TrainingPolicy:
     bootstrap_resamples: int = 1000
     validation_fraction: float = 0.2
     random_seed: int = 0
+    deploy_mode: str = "gate"
+    shadow_alpha: float = 0.05
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrainingPolicy:
@@ -75,6 +77,8 @@ class TrainingPolicy:
             require_significant=settings.require_significant_improvement,
             bootstrap_resamples=settings.bootstrap_resamples,
             random_seed=settings.random_seed,
+            deploy_mode=settings.deploy_mode,
+            shadow_alpha=settings.shadow_alpha,
         )
 
 

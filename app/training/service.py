@@ -21,6 +21,7 @@ from app.feedback.schemas import FeedbackStats
 from app.params import cursor_id, page_of
 from app.registry import artifacts
 from app.registry import service as registry
+from app.shadow import service as shadow
 from app.training import repository
 from app.training.evaluation import TrainingPolicy, evaluate_candidate
 from app.training.models import RunStatus, TrainingRun
@@ -219,6 +220,11 @@ def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
     evaluation = evaluate_candidate(scores, labels, data.production, policy)
     results = {**evaluation.results, "production_version": production_version}
     reason = evaluation.reason
+    # In shadow mode a candidate that passes the gate challenges the live model instead of
+    # replacing it; with no live model there is nothing to compare with, so it goes live.
+    challenge = (
+        evaluation.deploy and policy.deploy_mode == "shadow" and production_version is not None
+    )
     with database.session_scope() as session:
         model, deployed = registry.register_version(
             session,
@@ -229,12 +235,15 @@ def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
             n_validation=evaluation.n_validation,
             last_feedback_id=up_to,
             training_run_id=run.id,
-            deploy=evaluation.deploy,
+            deploy=evaluation.deploy and not challenge,
             expected_active_version=production_version,
             actor=f"training-run:{run.id}",
             reason=reason,
         )
-        if evaluation.deploy and not deployed:
+        if challenge:
+            reason = _start_challenge(session, run, model.version, production_version, policy)
+            results.update(deployed=False, reason=reason, shadow=reason.startswith("passed"))
+        elif evaluation.deploy and not deployed:
             reason = "the active model changed while training; the candidate was not deployed"
             results.update(deployed=False, reason=reason)
         status = RunStatus.DEPLOYED if deployed else RunStatus.REJECTED
@@ -261,6 +270,26 @@ def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
         ece_improvement=results["ece_improvement"],
     )
     return status
+
+
+def _start_challenge(
+    session: Session, run: TrainingRun, version: int, champion: int | None, policy: TrainingPolicy
+) -> str:
+    """Make the new version the challenger of the live one; the run's reason says how it went."""
+    comparison = shadow.challenge(
+        session,
+        segment=run.segment,
+        version=version,
+        expected_champion_version=champion or 0,
+        actor=f"training-run:{run.id}",
+        alpha=policy.shadow_alpha,
+    )
+    if comparison is None:
+        return "the active model changed while training; the candidate was not put in shadow"
+    return (
+        f"passed the quality gate; version {version} now challenges active version {champion} "
+        "on fresh feedback (shadow deployment)"
+    )
 
 
 def execute_run(database: Database, policy: TrainingPolicy, run_id: int) -> str | None:

@@ -37,6 +37,7 @@ from calibration_client.results import (
     HealthReport,
     ImportSummary,
     ModelVersion,
+    ShadowComparison,
     TrainingRun,
 )
 
@@ -416,6 +417,21 @@ class CalibrationClient:
             body["reason"] = reason
         path = f"/v1/models/{segment}/{version}/activate"
         return ModelVersion.from_json(self._json_or_raise(self._request("POST", path, json=body)))
+
+    def shadow(self, segment: str | None = None) -> ShadowComparison:
+        """The segment's latest champion/challenger comparison (n, interval, status, ...)."""
+        path = f"/v1/models/{segment or self.segment}/shadow"
+        return ShadowComparison.from_json(self._json_or_raise(self._request("GET", path)))
+
+    def start_shadow(self, version: int, *, segment: str | None = None) -> ShadowComparison:
+        """Compare ``version`` with the active model on feedback from now on (admin scope)."""
+        path = f"/v1/models/{segment or self.segment}/{version}/shadow"
+        return ShadowComparison.from_json(self._json_or_raise(self._request("POST", path)))
+
+    def stop_shadow(self, segment: str | None = None) -> ShadowComparison:
+        """Stop the segment's running comparison (admin scope)."""
+        path = f"/v1/models/{segment or self.segment}/shadow"
+        return ShadowComparison.from_json(self._json_or_raise(self._request("DELETE", path)))
 
     def export_feedback(
         self, *, fmt: str = "ndjson", segment: str | None = None, since: str | None = None
