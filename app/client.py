@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from app.calibration import Calibrator, identity_calibrator, load_calibrator
+from app.calibration.segments import POOLED_SEGMENT
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +215,13 @@ class CalibrationClient:
         artifact = self._artifact
         return artifact.get("version") if artifact else None
 
+    @property
+    def calibrator_segment(self) -> str | None:
+        """Whose calibrator ``calibrate`` applies: this segment's, ``"_pooled"`` (the service's
+        fallback for a segment without a model of its own), or ``None`` (identity)."""
+        artifact = self._artifact
+        return artifact.get("segment") if artifact else None
+
     def calibrate(self, scores: ArrayLike) -> NDArray[np.float64]:
         """Calibrated probabilities, computed locally; never raises because the service is down.
 
@@ -270,8 +278,9 @@ class CalibrationClient:
         with self._lock:
             self._calibrator, self._artifact, self._etag = calibrator, artifact, etag
         logger.info(
-            "calibrator for '%s' is version %s (%s)",
+            "calibrator for '%s' is '%s' version %s (%s)",
             self.segment,
+            artifact.get("segment", self.segment),
             artifact.get("version"),
             artifact.get("method"),
         )
@@ -296,7 +305,9 @@ class CalibrationClient:
             return
         try:
             cached = json.loads(self.cache_path.read_text())
-            if cached.get("artifact", {}).get("segment", self.segment) != self.segment:
+            # The service may have answered with the pooled calibrator (no model of our own yet).
+            cached_segment = cached.get("artifact", {}).get("segment", self.segment)
+            if cached_segment not in (self.segment, POOLED_SEGMENT):
                 return
             self._install(cached["artifact"], cached.get("etag"))
         except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -12,11 +12,16 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.calibration.segments import POOLED_SEGMENT
+
 logger = logging.getLogger(__name__)
 
 SCOPES = ("feedback:write", "read", "train", "admin")
 SEGMENT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-RESERVED_SEGMENTS = frozenset({"active", "history"})
+# Path words under /v1/models/ cannot name a segment anywhere; the pooled calibrator's name is
+# one no feedback may carry, though training runs and the registry use it.
+PATH_WORDS = frozenset({"active", "history"})
+RESERVED_SEGMENTS = PATH_WORDS | {POOLED_SEGMENT}
 DEFAULT_DATABASE_URL = "sqlite:///./data/calibration.db"
 
 
@@ -41,6 +46,8 @@ class Settings(BaseSettings):
     health_check_interval_hours: float = Field(default=6.0, gt=0)
 
     min_samples_for_training: int = Field(default=50, ge=4)
+    # Once a pooled model is active, segments train from this many samples, borrowing the rest.
+    min_segment_samples: int = Field(default=10, ge=6)
     training_interval_days: float = Field(default=7.0, ge=0)
     performance_threshold: float = Field(default=0.05, ge=0)
     require_significant_improvement: bool = False

@@ -17,6 +17,7 @@ from app.health.router import router as health_router
 from app.logging import configure_logging
 from app.metrics import HTTPMetricsMiddleware, ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware
+from app.registry import service as registry_service
 from app.registry.router import router as registry_router
 from app.scheduler import MLScheduler
 from app.training.pipeline import MLTrainingPipeline
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
+    app.state.segment_serving = registry_service.segment_serving
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(HTTPMetricsMiddleware)
     install_error_handlers(app)

@@ -31,6 +31,9 @@ class SegmentView:
     stale: bool
     recent_ece: float | None
     n_recent: int | None
+    served_by: str | None
+    pooling_weight: float | None
+    distance_from_pooled: float | None
     versions: list[ModelVersionRead]  # newest first
 
 
@@ -72,6 +75,9 @@ def _segment(session: Session, name: str, checks: dict[str, dict[str, Any]]) -> 
         stale=bool(freshness.get("stale")),
         recent_ece=drift.get("recent_ece"),
         n_recent=drift.get("n_recent"),
+        served_by=data.get("served_by"),
+        pooling_weight=data.get("pooling_weight"),
+        distance_from_pooled=data.get("distance_from_pooled"),
         versions=versions,
     )
 

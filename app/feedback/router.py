@@ -153,6 +153,9 @@ def export_feedback(
 
 
 @router.get("/stats", dependencies=_read, responses=responses(401, 403, 503))
-def feedback_stats(session: ReadSession) -> FeedbackStats:
-    """Totals by label and segment, and how many records arrived since the last training."""
-    return service.feedback_stats(session)
+def feedback_stats(request: Request, session: ReadSession) -> FeedbackStats:
+    """Totals by label and segment, how many records arrived since the last training, and per
+    segment which calibrator serves it and how much it borrows from the pooled one."""
+    # The registry sits above this domain; the app hands its report down (see create_app).
+    serving = request.app.state.segment_serving(session)
+    return service.feedback_stats(session, serving=serving)

@@ -6,12 +6,13 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.calibration.segments import POOLED_SEGMENT
 from app.db import Database, utcnow
 from app.errors import ConflictError, PayloadTooLargeError
 from app.feedback import repository
@@ -150,7 +151,22 @@ def list_feedback(
     return FeedbackPage(items=[to_read(r) for r in records], next_cursor=next_cursor)
 
 
-def feedback_stats(session: Session) -> FeedbackStats:
+def _serving_fields(segment: str, serving: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    own = serving.get(segment)
+    if own is None:
+        return {"served_by": POOLED_SEGMENT if POOLED_SEGMENT in serving else None}
+    return {
+        "served_by": segment,
+        "pooling_weight": own.get("pooling_weight"),
+        "distance_from_pooled": own.get("distance_from_pooled"),
+    }
+
+
+def feedback_stats(
+    session: Session, *, serving: Mapping[str, Mapping[str, Any]] | None = None
+) -> FeedbackStats:
+    """Counts per label and segment; with ``serving`` (the registry's per-segment report of
+    active models), also which calibrator serves each segment and how much it borrows."""
     watermarks = repository.training_watermarks(session)
     segments: dict[str, dict[str, int]] = {}
     for segment, label, count, new in repository.counts_by_segment_and_label(session, watermarks):
@@ -163,6 +179,7 @@ def feedback_stats(session: Session) -> FeedbackStats:
             by_label=LabelCounts(true=counts["true"], false=counts["false"]),
             new_since_last_training=counts["new"],
             last_training_feedback_id=watermarks.get(segment),
+            **(_serving_fields(segment, serving) if serving is not None else {}),
         )
         for segment, counts in sorted(segments.items())
     }

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app import migrations
 from app.calibration import evaluate
+from app.calibration.segments import POOLED_SEGMENT
 from app.config import Settings
 from app.db import Database, utcnow
 from app.feedback import service as feedback
@@ -20,6 +21,7 @@ from app.health.schemas import Alert, HealthReport, HealthSnapshot, HealthSnapsh
 from app.params import cursor_id, page_of
 from app.registry import repository as registry
 from app.registry import service as registry_service
+from app.training import pooling as training_pooling
 from app.training import repository as training
 
 logger = logging.getLogger(__name__)
@@ -51,8 +53,11 @@ def _status(alerts: list[Alert]) -> str:
 
 
 def _data_availability(session: Session, settings: Settings, alerts: list[Alert]) -> dict:
-    stats = feedback.feedback_stats(session)
-    minimum = settings.min_samples_for_training
+    serving = registry_service.segment_serving(session)
+    stats = feedback.feedback_stats(session, serving=serving)
+    pooled = POOLED_SEGMENT in serving
+    # With a pooled model, segments train (borrowing from it) on a few samples of their own.
+    minimum = settings.min_segment_samples if pooled else settings.min_samples_for_training
     found: list[Alert] = []
     if stats.total == 0:
         found.append(Alert(severity="warning", code="no_data", message="no feedback stored yet"))
@@ -62,8 +67,12 @@ def _data_availability(session: Session, settings: Settings, alerts: list[Alert]
             "stored": seg.total,
             "new_since_last_training": seg.new_since_last_training,
             "enough_for_training": seg.total >= minimum,
+            "served_by": seg.served_by,
+            "pooling_weight": seg.pooling_weight,
+            "distance_from_pooled": seg.distance_from_pooled,
         }
-        if seg.total < minimum:
+        # A small segment served by the pooled calibrator is working as intended.
+        if seg.total < minimum and seg.served_by is None:
             found.append(
                 Alert(
                     severity="warning",
@@ -73,8 +82,22 @@ def _data_availability(session: Session, settings: Settings, alerts: list[Alert]
                     segment=segment,
                 )
             )
+    if stats.total:
+        segments[POOLED_SEGMENT] = {
+            "stored": stats.total,
+            "new_since_last_training": training_pooling.pooled_new_samples(session),
+            "enough_for_training": stats.total >= settings.min_samples_for_training,
+            "served_by": POOLED_SEGMENT if pooled else None,
+            "pooling_weight": None,
+            "distance_from_pooled": None,
+        }
     alerts += found
-    return {"status": _status(found), "min_samples": minimum, "segments": segments}
+    return {
+        "status": _status(found),
+        "min_samples": minimum,
+        "min_samples_pooled": settings.min_samples_for_training,
+        "segments": segments,
+    }
 
 
 def _model_freshness(
@@ -107,7 +130,8 @@ def _model_freshness(
                 )
             )
     for segment, data in segments.items():
-        if actives and segment not in by_segment and data["enough_for_training"]:
+        served = data["served_by"] is not None
+        if actives and not served and segment not in by_segment and data["enough_for_training"]:
             found.append(
                 Alert(
                     severity="warning",

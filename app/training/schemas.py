@@ -7,9 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.config import SEGMENT_PATTERN
+from app.config import PATH_WORDS, SEGMENT_PATTERN
 from app.feedback.models import DEFAULT_SEGMENT
-from app.feedback.schemas import check_segment
 
 
 class TrainingRunCreate(BaseModel):
@@ -22,7 +21,13 @@ class TrainingRunCreate(BaseModel):
         description="Train even if the interval has not passed or few new samples arrived",
     )
 
-    _segment = field_validator("segment")(check_segment)
+    @field_validator("segment")
+    @classmethod
+    def _trainable(cls, value: str) -> str:
+        # "_pooled" is trainable (the calibrator over all feedback); the path words are not.
+        if value in PATH_WORDS:
+            raise ValueError(f"segment name '{value}' is reserved")
+        return value
 
 
 class TrainingRunRead(BaseModel):

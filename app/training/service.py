@@ -13,12 +13,13 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from app.calibration import Calibrator, identity_calibrator
+from app.calibration.segments import POOLED_SEGMENT
 from app.db import Database, utcnow
 from app.errors import ConflictError, NotFoundError
 from app.params import cursor_id, page_of
 from app.registry import service as registry
-from app.training import repository
-from app.training.evaluation import TrainingPolicy, evaluate_candidate
+from app.training import pooling, repository
+from app.training.evaluation import TrainingPolicy
 from app.training.models import TrainingRun
 from app.training.schemas import TrainingRunPage, TrainingRunRead
 
@@ -95,14 +96,21 @@ def heartbeat(session: Session, *, run_ids: list[int]) -> None:
 
 
 def _skip_reason(
-    session: Session, *, segment: str, force: bool, policy: TrainingPolicy, up_to: int
+    session: Session,
+    *,
+    segment: str,
+    force: bool,
+    policy: TrainingPolicy,
+    min_samples: int,
+    up_to: int,
 ) -> str | None:
     """Why this run should not train, judged before any data is loaded; ``None`` to train."""
-    total = repository.count_feedback_between(session, segment, 0, up_to)
-    if total < policy.min_samples:
+    # The pooled calibrator's data is every segment's feedback.
+    data_segment = None if segment == POOLED_SEGMENT else segment
+    total = repository.count_feedback_between(session, data_segment, 0, up_to)
+    if total < min_samples:
         return (
-            f"segment '{segment}' has {total} feedback samples; "
-            f"at least {policy.min_samples} are needed"
+            f"segment '{segment}' has {total} feedback samples; at least {min_samples} are needed"
         )
     last = repository.last_trained_run(session, segment)
     if force or last is None:
@@ -113,11 +121,13 @@ def _skip_reason(
             f"the last training (run {last.id}) finished {age.total_seconds() / 86400:.1f} days "
             f"ago; the interval is {policy.interval_days:g} days (force to train anyway)"
         )
-    new = repository.count_feedback_between(session, segment, last.last_feedback_id or 0, up_to)
-    if new < policy.min_samples:
+    new = repository.count_feedback_between(
+        session, data_segment, last.last_feedback_id or 0, up_to
+    )
+    if new < min_samples:
         return (
             f"only {new} new samples since the last training (run {last.id}); "
-            f"{policy.min_samples} are needed (force to train anyway)"
+            f"{min_samples} are needed (force to train anyway)"
         )
     return None
 
@@ -166,31 +176,55 @@ class _TrainingData:
 
     scores: np.ndarray
     labels: np.ndarray
+    segment_codes: np.ndarray | None
     up_to: int
     production: Calibrator
     production_version: int | None
+    production_segment: str | None
+    prior: pooling.PooledPrior | None
 
 
 def _load(database: Database, policy: TrainingPolicy, run: TrainingRun) -> _TrainingData | str:
     """The run's data in one read transaction, or the reason it should be skipped."""
+    is_pooled = run.segment == POOLED_SEGMENT
     with database.session_scope(write=False) as session:
-        up_to = repository.max_feedback_id(session, run.segment) or 0
+        up_to = repository.max_feedback_id(session, None if is_pooled else run.segment) or 0
+        prior = None if is_pooled else pooling.find_prior(session)
+        # With a pooled prior a segment needs only a few samples of its own.
+        min_samples = policy.min_samples if prior is None else policy.min_segment_samples
         skip = _skip_reason(
-            session, segment=run.segment, force=run.force, policy=policy, up_to=up_to
+            session,
+            segment=run.segment,
+            force=run.force,
+            policy=policy,
+            min_samples=min_samples,
+            up_to=up_to,
         )
         if skip is not None:
             return skip
-        scores, labels = repository.feedback_arrays(session, run.segment, up_to)
+        codes = None
+        if is_pooled:
+            scores, labels, codes = pooling.all_feedback_arrays(session, up_to)
+        else:
+            scores, labels = repository.feedback_arrays(session, run.segment, up_to)
         skip = _class_skip_reason(labels)
         if skip is not None:
             return skip
         active = registry.find_active(session, segment=run.segment)
+        # A segment without a model of its own is served by the pooled one: that is the
+        # production model its candidate has to beat.
+        serving = active
+        if serving is None and not is_pooled:
+            serving = registry.find_active(session, segment=POOLED_SEGMENT)
         return _TrainingData(
             scores=scores,
             labels=labels,
+            segment_codes=codes,
             up_to=up_to,
-            production=registry.calibrator_for(active) if active else identity_calibrator(),
+            production=registry.calibrator_for(serving) if serving else identity_calibrator(),
             production_version=active.version if active else None,
+            production_segment=serving.segment if serving else None,
+            prior=prior,
         )
 
 
@@ -204,15 +238,28 @@ def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
     scores, labels, up_to = data.scores, data.labels, data.up_to
     production_version = data.production_version
 
-    evaluation = evaluate_candidate(scores, labels, data.production, policy)
-    results = {**evaluation.results, "production_version": production_version}
+    evaluation = pooling.evaluate(
+        segment=segment,
+        scores=scores,
+        labels=labels,
+        segment_codes=data.segment_codes,
+        production=data.production,
+        prior=data.prior,
+        policy=policy,
+    )
+    results = {
+        **evaluation.results,
+        "production_version": production_version,
+        "production_segment": data.production_segment,
+        "prior_version": data.prior.version if data.prior else None,
+    }
     reason = evaluation.reason
     with database.session_scope() as session:
         model, deployed = registry.register_version(
             session,
             segment=segment,
             calibrator=evaluation.calibrator,
-            metrics=evaluation.metrics,
+            metrics=pooling.model_metrics(evaluation, data.prior),
             n_train=evaluation.n_train,
             n_validation=evaluation.n_validation,
             last_feedback_id=up_to,
