@@ -10,6 +10,10 @@ labels. Baselines, fitted in the same run on the same data:
 - pooled: ``fit_calibrator(auto)`` on all labels, used for every segment;
 - independent: ``fit_calibrator(auto)`` per segment, the pooled one below 50 labels.
 
+For scale, an oracle that no method can beat on average: the posterior mean of each segment's
+map under the *true* common map and spread (importance sampling from the true prior). It shows
+how much a segment's labels can tell at all.
+
 Run: ``.venv/bin/python bench/segments.py [--reps 10]``.
 """
 
@@ -31,6 +35,7 @@ COMMON = (1.6, 0.9, -0.3)
 # Standard deviation of each of the three parameters across segments.
 SPREADS = {"none": 0.0, "moderate": 0.25, "large": 0.6}
 N_EVAL = 4000
+ORACLE_DRAWS = 2000
 FALLBACK_BELOW = 50
 
 TARGET_NONE = 1.05
@@ -67,6 +72,25 @@ def simulate(spread: float, rng: np.random.Generator) -> dict:
     return {"segments": segments}
 
 
+def oracle_error(seg: dict, spread: float, rng: np.random.Generator) -> float:
+    """Mean |posterior-mean map - true map| given the true prior of the segment's parameters."""
+    if spread == 0.0:
+        return 0.0
+    draws = np.array(COMMON) + spread * rng.standard_normal((ORACLE_DRAWS, 3))
+    draws[:, :2] = np.maximum(draws[:, :2], 0.05)
+    p = np.clip(seg["scores"], 1e-12, 1 - 1e-12)
+    eta = draws[:, :1] * np.log(p) - draws[:, 1:2] * np.log1p(-p) + draws[:, 2:]
+    y = seg["labels"]
+    loglik = (y * eta - np.logaddexp(0.0, eta)).sum(axis=1)
+    weights = np.exp(loglik - loglik.max())
+    weights /= weights.sum()
+    e = np.clip(seg["eval"], 1e-12, 1 - 1e-12)
+    maps = 1.0 / (
+        1.0 + np.exp(-(draws[:, :1] * np.log(e) - draws[:, 1:2] * np.log1p(-e) + draws[:, 2:]))
+    )
+    return float(np.abs(weights @ maps - seg["truth"]).mean())
+
+
 def independent(seg: dict, pooled) -> object:
     y = seg["labels"]
     minority = min(int(y.sum()), int(y.shape[0] - y.sum()))
@@ -90,6 +114,7 @@ def run_once(spread: float, seed: int) -> dict[str, dict[str, float]]:
     hier_s = time.perf_counter() - started
 
     errors: dict[str, list[float]] = {"pooled": [], "independent": [], "hierarchical": []}
+    errors["oracle"] = [oracle_error(seg, spread, rng) for seg in segments]
     for seg in segments:
         for method, cal in (
             ("pooled", pooled),
@@ -125,7 +150,7 @@ def main() -> None:
         runs = [run_once(spread, seed) for seed in range(args.reps)]
         print(f"\nspread {label} (parameter sd {spread}):")
         for part in ("all", "small"):
-            for method in ("pooled", "independent", "hierarchical"):
+            for method in ("pooled", "independent", "hierarchical", "oracle"):
                 errors = summarize([r[part][method] for r in runs])
                 print(f"  {part:5s} {method:12s} mean error {errors}")
         vs_pooled = [r["all"]["hierarchical"] / r["all"]["pooled"] for r in runs]
@@ -148,6 +173,12 @@ def main() -> None:
             np.mean([r["small"]["pooled"] for r in runs]),
             np.mean([r["small"]["independent"] for r in runs]),
         )
+        if spread > 0.0:
+            oracle_small = np.mean([r["small"]["oracle"] for r in runs]) / min(
+                np.mean([r["small"]["pooled"] for r in runs]),
+                np.mean([r["small"]["independent"] for r in runs]),
+            )
+            print(f"  oracle / better baseline, under {SMALL}: {oracle_small:.3f} (the floor)")
         taus = np.array([r["tau"] for r in runs])
         secs = np.array([r["seconds"] for r in runs])
         print(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy.special import expit
@@ -117,7 +119,7 @@ def test_pooling_weight_falls_as_a_segment_grows() -> None:
     for n in (10, 40, 160, 640):
         s, y, _, _ = simulate([n], [1.0], seed=n)
         weights.append(fit_with_prior(s, y, prior, spread).selection["pooling"]["pooling_weight"])
-    assert all(a > b for a, b in zip(weights, weights[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(weights))
 
 
 @pytest.mark.parametrize("method", ["identity", "platt", "beta", "isotonic", "histogram"])
