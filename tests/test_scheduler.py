@@ -122,8 +122,14 @@ def test_two_instances_on_postgres_run_each_firing_once(clean_database: str) -> 
             thread.join()
         assert sorted(outcomes, key=str)[0] is None
         assert sum(1 for outcome in outcomes if outcome) == 1
-        run_id = first.get("/v1/training-runs").json()["items"][0]["id"]
-        assert wait_for_run(first, run_id)["status"] == "deployed"
+        runs = first.get("/v1/training-runs").json()["items"]
+        assert [run["segment"] for run in runs] == ["default", "_pooled"]
+        assert runs[1]["status"] == "deployed"
+        # One segment: nothing to borrow across, so its candidate is the pooled map itself and
+        # the gate keeps the pooled model serving it.
+        assert wait_for_run(first, runs[0]["id"])["status"] in ("deployed", "rejected")
+        served = first.get("/v1/models/active/artifact").json()
+        assert served["segment"] in ("default", "_pooled")
 
         health = [
             c.app.state.scheduler.run_health_job(datetime(2026, 11, 26, 6, tzinfo=UTC))
@@ -136,7 +142,7 @@ def test_two_instances_on_postgres_run_each_firing_once(clean_database: str) -> 
         runs = connection.execute(select(func.count()).select_from(TrainingRun)).scalar_one()
         firings = connection.execute(select(func.count()).select_from(JobFiring)).scalar_one()
     engine.dispose()
-    assert (runs, firings) == (1, 2)
+    assert (runs, firings) == (2, 2)
 
 
 @pytest.mark.parametrize(

@@ -82,12 +82,13 @@ def _data_availability(session: Session, settings: Settings, alerts: list[Alert]
                     segment=segment,
                 )
             )
-    if stats.total:
+    if pooled:
+        # Listed once it exists: a service that never trains "_pooled" has nothing to report.
         segments[POOLED_SEGMENT] = {
             "stored": stats.total,
             "new_since_last_training": training_pooling.pooled_new_samples(session),
             "enough_for_training": stats.total >= settings.min_samples_for_training,
-            "served_by": POOLED_SEGMENT if pooled else None,
+            "served_by": POOLED_SEGMENT,
             "pooling_weight": None,
             "distance_from_pooled": None,
         }
