@@ -10,6 +10,10 @@ labels. Baselines, fitted in the same run on the same data:
 - pooled: ``fit_calibrator(auto)`` on all labels, used for every segment;
 - independent: ``fit_calibrator(auto)`` per segment, the pooled one below 50 labels.
 
+Also shown (not a baseline), where ``fit_calibrator`` takes a ``prior``: ``fit_calibrator(auto,
+prior=pooled)`` per segment, whose prior strength is learned from that segment's labels alone,
+not from how much segments differ.
+
 For scale, an oracle that no method can beat on average: the posterior mean of each segment's
 map under the *true* common map and spread (importance sampling from the true prior). It shows
 how much a segment's labels can tell at all.
@@ -20,6 +24,7 @@ Run: ``.venv/bin/python bench/segments.py [--reps 10]``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 
 import numpy as np
@@ -36,6 +41,8 @@ COMMON = (1.6, 0.9, -0.3)
 SPREADS = {"none": 0.0, "moderate": 0.25, "large": 0.6}
 N_EVAL = 4000
 ORACLE_DRAWS = 2000
+# fit_calibrator(prior=...) arrives with the engine's priors; the bench runs with or without it.
+HAS_PRIOR = "prior" in inspect.signature(fit_calibrator).parameters
 FALLBACK_BELOW = 50
 
 TARGET_NONE = 1.05
@@ -91,6 +98,13 @@ def oracle_error(seg: dict, spread: float, rng: np.random.Generator) -> float:
     return float(np.abs(weights @ maps - seg["truth"]).mean())
 
 
+def own_prior(seg: dict, pooled) -> object:
+    y = seg["labels"]
+    if min(int(y.sum()), int(y.shape[0] - y.sum())) < 2:
+        return pooled
+    return fit_calibrator(seg["scores"], y, random_state=0, prior=pooled)
+
+
 def independent(seg: dict, pooled) -> object:
     y = seg["labels"]
     minority = min(int(y.sum()), int(y.shape[0] - y.sum()))
@@ -114,13 +128,18 @@ def run_once(spread: float, seed: int) -> dict[str, dict[str, float]]:
     hier_s = time.perf_counter() - started
 
     errors: dict[str, list[float]] = {"pooled": [], "independent": [], "hierarchical": []}
+    if HAS_PRIOR:
+        errors["own_prior"] = []
     errors["oracle"] = [oracle_error(seg, spread, rng) for seg in segments]
     for seg in segments:
-        for method, cal in (
+        fits = [
             ("pooled", pooled),
             ("independent", independent(seg, pooled)),
             ("hierarchical", hier[seg["name"]]),
-        ):
+        ]
+        if HAS_PRIOR:
+            fits.append(("own_prior", own_prior(seg, pooled)))
+        for method, cal in fits:
             errors[method].append(float(np.abs(cal.predict(seg["eval"]) - seg["truth"]).mean()))
     small = SIZES < SMALL
     spread_info = hier[POOLED_SEGMENT].selection["segment_spread"]
@@ -150,7 +169,9 @@ def main() -> None:
         runs = [run_once(spread, seed) for seed in range(args.reps)]
         print(f"\nspread {label} (parameter sd {spread}):")
         for part in ("all", "small"):
-            for method in ("pooled", "independent", "hierarchical", "oracle"):
+            for method in ("pooled", "independent", "hierarchical", "own_prior", "oracle"):
+                if method not in runs[0][part]:
+                    continue
                 errors = summarize([r[part][method] for r in runs])
                 print(f"  {part:5s} {method:12s} mean error {errors}")
         vs_pooled = [r["all"]["hierarchical"] / r["all"]["pooled"] for r in runs]
