@@ -115,6 +115,31 @@ def pooled_log_odds(prior: Calibrator, scores: FloatArray) -> FloatArray:
     return np.log(q) - np.log1p(-q)
 
 
+def _group_terms(
+    z: FloatArray,
+    x: FloatArray,
+    y: FloatArray,
+    codes: NDArray[np.intp],
+    n_groups: int,
+    theta: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per group at ``theta``: the linear predictor, the log-likelihood gradient and Hessian.
+
+    ``eta`` has one value per sample; gradient (n_groups, 2) and Hessian (n_groups, 2, 2) are
+    of the negative log-likelihood in (a, b), summed per group with ``bincount``.
+    """
+    eta = z + theta[codes, 0] + theta[codes, 1] * x
+    q = expit(eta)
+    r = q - y
+    w = q * (1.0 - q)
+    grad = np.stack([np.bincount(codes, r, n_groups), np.bincount(codes, r * x, n_groups)], axis=1)
+    hess = np.empty((n_groups, 2, 2))
+    hess[:, 0, 0] = np.bincount(codes, w, n_groups)
+    hess[:, 0, 1] = hess[:, 1, 0] = np.bincount(codes, w * x, n_groups)
+    hess[:, 1, 1] = np.bincount(codes, w * x * x, n_groups)
+    return eta, grad, hess
+
+
 def _newton(
     z: FloatArray,
     y: FloatArray,
@@ -135,25 +160,10 @@ def _newton(
     theta = np.zeros((n_groups, 2)) if start is None else start.copy()
     theta[:, ~free] = 0.0
     for _ in range(_NEWTON_ITERATIONS):
-        eta = z + theta[codes, 0] + theta[codes, 1] * x
-        q = expit(eta)
-        r = q - y
-        w = q * (1.0 - q)
-        grad = np.stack(
-            [
-                np.bincount(codes, r, n_groups),
-                np.bincount(codes, r * x, n_groups),
-            ],
-            axis=1,
-        )
+        _, grad, hess = _group_terms(z, x, y, codes, n_groups, theta)
         grad += precision * theta
-        h_aa = np.bincount(codes, w, n_groups)
-        h_ab = np.bincount(codes, w * x, n_groups)
-        h_bb = np.bincount(codes, w * x * x, n_groups)
-        hess = np.empty((n_groups, 2, 2))
-        hess[:, 0, 0] = h_aa + precision[0]
-        hess[:, 0, 1] = hess[:, 1, 0] = h_ab
-        hess[:, 1, 1] = h_bb + precision[1]
+        hess[:, 0, 0] += precision[0]
+        hess[:, 1, 1] += precision[1]
         # A fixed direction gets a unit diagonal so the solve leaves it at zero.
         for j in np.flatnonzero(~free):
             hess[:, j, :] = 0.0
@@ -168,13 +178,7 @@ def _newton(
         theta[:, 1] = np.maximum(theta[:, 1], -1.0)
         if float(np.abs(step).max(initial=0.0)) < _NEWTON_TOL:
             break
-    eta = z + theta[codes, 0] + theta[codes, 1] * x
-    q = expit(eta)
-    w = q * (1.0 - q)
-    data_hess = np.empty((n_groups, 2, 2))
-    data_hess[:, 0, 0] = np.bincount(codes, w, n_groups)
-    data_hess[:, 0, 1] = data_hess[:, 1, 0] = np.bincount(codes, w * x, n_groups)
-    data_hess[:, 1, 1] = np.bincount(codes, w * x * x, n_groups)
+    eta, _, data_hess = _group_terms(z, x, y, codes, n_groups, theta)
     nll = np.bincount(codes, np.logaddexp(0.0, eta) - y * eta, n_groups)
     return theta, data_hess, nll
 

@@ -202,25 +202,55 @@ def _evaluate(
     bootstrap["n_samples"] = int(boot_idx.shape[0])
 
     ece_improvement = _relative_improvement(current["ece"], candidate["ece"])
-    brier_improvement = _relative_improvement(current["brier"], candidate["brier"])
     deploy, reason = _gate(policy, candidate, current, ece_improvement, bootstrap["ece_diff"])
+    return _evaluation(
+        policy,
+        calibrator=calibrator,
+        production=production,
+        labels=val_labels,
+        probs=(candidate_probs, production_probs),
+        scored=(candidate, current),
+        bootstrap=bootstrap,
+        decision=(deploy, reason),
+        sizes=(int(train_idx.shape[0]), int(val_idx.shape[0])),
+        extra={"gate": "holdout"},
+    )
+
+
+def _evaluation(
+    policy: TrainingPolicy,
+    *,
+    calibrator: Calibrator,
+    production: Calibrator,
+    labels: NDArray[np.float64],
+    probs: tuple[NDArray[np.float64], NDArray[np.float64]],
+    scored: tuple[dict[str, Any], dict[str, Any]],
+    bootstrap: dict[str, Any],
+    decision: tuple[bool, str],
+    sizes: tuple[int, int],
+    extra: dict[str, Any],
+) -> Evaluation:
+    """A judged candidate with the run's ``evaluation_results`` (both gates report alike)."""
+    (candidate_probs, production_probs), (candidate, current) = probs, scored
+    (deploy, reason), (n_train, n_validation) = decision, sizes
     results = {
-        "gate": "holdout",
+        "gate": extra.pop("gate"),
+        **extra,
         "method": calibrator.method,
         "production_method": production.method,
-        "n_train": int(train_idx.shape[0]),
-        "n_validation": int(val_idx.shape[0]),
+        "n_train": n_train,
+        "n_validation": n_validation,
         "candidate": candidate,
         "production": current,
-        "ece_improvement": ece_improvement,
-        "brier_improvement": brier_improvement,
+        "ece_improvement": _relative_improvement(current["ece"], candidate["ece"]),
+        "brier_improvement": _relative_improvement(current["brier"], candidate["brier"]),
         "threshold": policy.threshold,
         "require_significant_improvement": policy.require_significant,
         "bootstrap": bootstrap,
         "selection": calibrator.selection,
         "reliability": {
-            "candidate": reliability_bins(candidate_probs, val_labels),
-            "production": reliability_bins(production_probs, val_labels),
+            "candidate": reliability_bins(candidate_probs, labels),
+            "production": reliability_bins(production_probs, labels),
         },
         "deployed": deploy,
         "reason": reason,
@@ -230,13 +260,9 @@ def _evaluate(
         deploy=deploy,
         reason=reason,
         results=results,
-        metrics={
-            **candidate,
-            "n_train": results["n_train"],
-            "n_validation": results["n_validation"],
-        },
-        n_train=results["n_train"],
-        n_validation=results["n_validation"],
+        metrics={**candidate, "n_train": n_train, "n_validation": n_validation},
+        n_train=n_train,
+        n_validation=n_validation,
     )
 
 
@@ -290,37 +316,22 @@ def evaluate_by_cross_validation(
         )
         bootstrap["n_samples"] = int(scores.shape[0])
         calibrator = fit(np.arange(scores.shape[0]))
-    deploy, reason = _cross_validation_gate(candidate, current)
     n = int(scores.shape[0])
-    results = {
-        "gate": "cross_validation",
-        "n_folds": n_folds,
-        "method": calibrator.method,
-        "production_method": production.method,
-        "n_train": n,
-        "n_validation": n,
-        "candidate": candidate,
-        "production": current,
-        "ece_improvement": _relative_improvement(current["ece"], candidate["ece"]),
-        "brier_improvement": _relative_improvement(current["brier"], candidate["brier"]),
-        "log_loss_improvement": _relative_improvement(current["log_loss"], candidate["log_loss"]),
-        "threshold": policy.threshold,
-        "require_significant_improvement": policy.require_significant,
-        "bootstrap": bootstrap,
-        "selection": calibrator.selection,
-        "reliability": {
-            "candidate": reliability_bins(out_of_fold, labels),
-            "production": reliability_bins(production_probs, labels),
-        },
-        "deployed": deploy,
-        "reason": reason,
-    }
-    return Evaluation(
+    return _evaluation(
+        policy,
         calibrator=calibrator,
-        deploy=deploy,
-        reason=reason,
-        results=results,
-        metrics={**candidate, "n_train": n, "n_validation": n},
-        n_train=n,
-        n_validation=n,
+        production=production,
+        labels=labels,
+        probs=(out_of_fold, production_probs),
+        scored=(candidate, current),
+        bootstrap=bootstrap,
+        decision=_cross_validation_gate(candidate, current),
+        sizes=(n, n),
+        extra={
+            "gate": "cross_validation",
+            "n_folds": n_folds,
+            "log_loss_improvement": _relative_improvement(
+                current["log_loss"], candidate["log_loss"]
+            ),
+        },
     )
