@@ -7,10 +7,10 @@ import logging
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.calibration.segments import POOLED_SEGMENT
 
@@ -22,7 +22,22 @@ SEGMENT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 # one no feedback may carry, though training runs and the registry use it.
 PATH_WORDS = frozenset({"active", "history"})
 RESERVED_SEGMENTS = PATH_WORDS | {POOLED_SEGMENT}
+DEFAULT_SEGMENT = "default"
 DEFAULT_DATABASE_URL = "sqlite:///./data/calibration.db"
+
+
+def check_segment(value: str) -> str:
+    """A segment name feedback may carry: not a path word under ``/v1/models/``, not ``_pooled``."""
+    if value in RESERVED_SEGMENTS:
+        raise ValueError(f"segment name '{value}' is reserved")
+    return value
+
+
+def check_trainable_segment(value: str) -> str:
+    """A segment name a training run may name: ``_pooled`` too, the path words not."""
+    if value in PATH_WORDS:
+        raise ValueError(f"segment name '{value}' is reserved")
+    return value
 
 
 class Settings(BaseSettings):
@@ -33,7 +48,8 @@ class Settings(BaseSettings):
     env: Literal["development", "production", "test"] = "development"
     database_url: str = DEFAULT_DATABASE_URL
     database_pool_size: int = Field(default=5, ge=1)
-    api_keys: dict[str, list[str]] = Field(default_factory=dict)
+    # NoDecode: the validator below parses the text, so bad JSON is a one-line settings error.
+    api_keys: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
     docs_enabled: bool = True
 
     max_batch_size: int = Field(default=10_000, ge=1)
@@ -65,9 +81,17 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
-        return value
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return {}
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise ValueError(
+                'must be a JSON object such as {"a-key-of-16-chars+": ["read"]}: '
+                f"{exc.msg} at character {exc.pos}"
+            ) from exc
 
     @field_validator("api_keys")
     @classmethod
@@ -95,3 +119,13 @@ class Settings(BaseSettings):
         match = re.match(r"sqlite\+?\w*:///(.+)", self.database_url)
         if match and match.group(1) != ":memory:":
             Path(match.group(1)).parent.mkdir(parents=True, exist_ok=True)
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """One line per invalid setting, naming its environment variable and the reason."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        reason = error["msg"].removeprefix("Value error, ")
+        lines.append(f"CALIB_{field.upper()}: {reason}" if field else reason)
+    return lines

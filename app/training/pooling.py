@@ -22,6 +22,8 @@ from app.calibration.segments import (
     fit_pooled,
     fit_with_prior,
 )
+from app.feedback import repository as feedback
+from app.registry import artifacts
 from app.registry import service as registry
 from app.training import repository
 from app.training.evaluation import (
@@ -48,7 +50,7 @@ def find_prior(session: Session) -> PooledPrior | None:
     if model is None or not isinstance(model.metrics.get("segment_spread"), dict):
         return None
     return PooledPrior(
-        calibrator=registry.calibrator_for(model),
+        calibrator=artifacts.calibrator_for(model),
         version=model.version,
         spread=SegmentSpread.from_dict(model.metrics["segment_spread"]),
     )
@@ -59,8 +61,8 @@ def all_feedback_arrays(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.intp]]:
     """Scores, labels and a segment code per row, over every segment, up to a feedback id."""
     parts = [
-        repository.feedback_arrays(session, name, up_to_id)
-        for name in repository.feedback_segments(session, up_to_id)
+        feedback.score_label_arrays(session, name, up_to_id)
+        for name in feedback.segments_up_to(session, up_to_id)
     ]
     if not parts:
         return np.empty(0), np.empty(0), np.empty(0, dtype=np.intp)
@@ -130,7 +132,7 @@ def model_metrics(evaluation: Evaluation, prior: PooledPrior | None) -> dict[str
 
 def pooled_new_samples(session: Session) -> int:
     """Feedback (over all segments) stored since the pooled calibrator last trained."""
-    up_to = repository.max_feedback_id(session, None) or 0
+    up_to = feedback.max_id(session, None) or 0
     last = repository.last_trained_run(session, POOLED_SEGMENT)
     after = (last.last_feedback_id or 0) if last is not None else 0
-    return repository.count_feedback_between(session, None, after, up_to)
+    return feedback.count_between(session, None, after, up_to)

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.config import PATH_WORDS, SEGMENT_PATTERN
-from app.feedback.models import DEFAULT_SEGMENT
+from app.config import DEFAULT_SEGMENT, SEGMENT_PATTERN, check_trainable_segment
+from app.training.models import RunStatus, RunTrigger
 
 
 class TrainingRunCreate(BaseModel):
@@ -21,20 +21,15 @@ class TrainingRunCreate(BaseModel):
         description="Train even if the interval has not passed or few new samples arrived",
     )
 
-    @field_validator("segment")
-    @classmethod
-    def _trainable(cls, value: str) -> str:
-        # "_pooled" is trainable (the calibrator over all feedback); the path words are not.
-        if value in PATH_WORDS:
-            raise ValueError(f"segment name '{value}' is reserved")
-        return value
+    # "_pooled" is trainable (the calibrator over all feedback); the path words are not.
+    _segment = field_validator("segment")(check_trainable_segment)
 
 
 class TrainingRunRead(BaseModel):
     id: int
     segment: str
-    trigger: str = Field(description="schedule | api | cli")
-    status: str = Field(description="queued | running | deployed | rejected | skipped | failed")
+    trigger: RunTrigger
+    status: RunStatus
     force: bool
     reason: str | None
     created_at: datetime

@@ -16,11 +16,15 @@ from app.calibration import Calibrator, identity_calibrator
 from app.calibration.segments import POOLED_SEGMENT
 from app.db import Database, utcnow
 from app.errors import ConflictError, NotFoundError
+from app.feedback import repository as feedback
+from app.feedback import service as feedback_service
+from app.feedback.schemas import FeedbackStats
 from app.params import cursor_id, page_of
+from app.registry import artifacts
 from app.registry import service as registry
 from app.training import pooling, repository
 from app.training.evaluation import TrainingPolicy
-from app.training.models import TrainingRun
+from app.training.models import RunStatus, TrainingRun
 from app.training.schemas import TrainingRunPage, TrainingRunRead
 
 logger = logging.getLogger(__name__)
@@ -44,7 +48,7 @@ def start_run(
         session,
         segment=segment,
         trigger=trigger,
-        status="queued",
+        status=RunStatus.QUEUED,
         force=force,
         requested_by=requested_by,
         created_at=utcnow(),
@@ -91,8 +95,19 @@ def fail_abandoned_runs(session: Session, *, stale_after: timedelta, reason: str
     )
 
 
-def heartbeat(session: Session, *, run_ids: list[int]) -> None:
-    repository.touch_heartbeats(session, run_ids, utcnow())
+def feedback_stats(session: Session) -> FeedbackStats:
+    """Feedback totals, with what arrived since each segment's last training run, and which
+    calibrator serves each segment (its own, or the pooled one) and how much it borrows."""
+    return feedback_service.feedback_stats(
+        session,
+        watermarks=repository.training_watermarks(session),
+        serving=registry.segment_serving(session),
+    )
+
+
+def run_results(session: Session, *, run_id: int) -> dict[str, Any] | None:
+    """The evaluation results a run stored (``None`` for a run without them)."""
+    return repository.run_results(session, run_id)
 
 
 def _skip_reason(
@@ -107,7 +122,7 @@ def _skip_reason(
     """Why this run should not train, judged before any data is loaded; ``None`` to train."""
     # The pooled calibrator's data is every segment's feedback.
     data_segment = None if segment == POOLED_SEGMENT else segment
-    total = repository.count_feedback_between(session, data_segment, 0, up_to)
+    total = feedback.count_between(session, data_segment, 0, up_to)
     if total < min_samples:
         return (
             f"segment '{segment}' has {total} feedback samples; at least {min_samples} are needed"
@@ -121,9 +136,7 @@ def _skip_reason(
             f"the last training (run {last.id}) finished {age.total_seconds() / 86400:.1f} days "
             f"ago; the interval is {policy.interval_days:g} days (force to train anyway)"
         )
-    new = repository.count_feedback_between(
-        session, data_segment, last.last_feedback_id or 0, up_to
-    )
+    new = feedback.count_between(session, data_segment, last.last_feedback_id or 0, up_to)
     if new < min_samples:
         return (
             f"only {new} new samples since the last training (run {last.id}); "
@@ -188,7 +201,7 @@ def _load(database: Database, policy: TrainingPolicy, run: TrainingRun) -> _Trai
     """The run's data in one read transaction, or the reason it should be skipped."""
     is_pooled = run.segment == POOLED_SEGMENT
     with database.session_scope(write=False) as session:
-        up_to = repository.max_feedback_id(session, None if is_pooled else run.segment) or 0
+        up_to = feedback.max_id(session, None if is_pooled else run.segment) or 0
         prior = None if is_pooled else pooling.find_prior(session)
         # With a pooled prior a segment needs only a few samples of its own.
         min_samples = policy.min_samples if prior is None else policy.min_segment_samples
@@ -206,7 +219,7 @@ def _load(database: Database, policy: TrainingPolicy, run: TrainingRun) -> _Trai
         if is_pooled:
             scores, labels, codes = pooling.all_feedback_arrays(session, up_to)
         else:
-            scores, labels = repository.feedback_arrays(session, run.segment, up_to)
+            scores, labels = feedback.score_label_arrays(session, run.segment, up_to)
         skip = _class_skip_reason(labels)
         if skip is not None:
             return skip
@@ -221,7 +234,7 @@ def _load(database: Database, policy: TrainingPolicy, run: TrainingRun) -> _Trai
             labels=labels,
             segment_codes=codes,
             up_to=up_to,
-            production=registry.calibrator_for(serving) if serving else identity_calibrator(),
+            production=artifacts.calibrator_for(serving) if serving else identity_calibrator(),
             production_version=active.version if active else None,
             production_segment=serving.segment if serving else None,
             prior=prior,
@@ -232,9 +245,9 @@ def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
     segment = run.segment
     data = _load(database, policy, run)
     if isinstance(data, str):
-        _finish(database, run.id, status="skipped", reason=data, last_feedback_id=None)
-        _log_outcome(run.id, segment, "skipped", data)
-        return "skipped"
+        _finish(database, run.id, status=RunStatus.SKIPPED, reason=data, last_feedback_id=None)
+        _log_outcome(run.id, segment, RunStatus.SKIPPED, data)
+        return RunStatus.SKIPPED
     scores, labels, up_to = data.scores, data.labels, data.up_to
     production_version = data.production_version
 
@@ -272,7 +285,7 @@ def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
         if evaluation.deploy and not deployed:
             reason = "the active model changed while training; the candidate was not deployed"
             results.update(deployed=False, reason=reason)
-        status = "deployed" if deployed else "rejected"
+        status = RunStatus.DEPLOYED if deployed else RunStatus.REJECTED
         closed = repository.finish_run(
             session,
             run.id,
@@ -308,7 +321,7 @@ def execute_run(database: Database, policy: TrainingPolicy, run_id: int) -> str 
         return _train(database, policy, run)
     except RunAbandonedError:
         logger.warning("training run %s was closed by another worker; result dropped", run_id)
-        return "failed"
+        return RunStatus.FAILED
     except Exception as exc:
         reason = f"training failed: {type(exc).__name__}: {exc}"
         logger.exception("training run %s failed", run_id)
@@ -316,9 +329,9 @@ def execute_run(database: Database, policy: TrainingPolicy, run_id: int) -> str 
             _finish(
                 database,
                 run_id,
-                status="failed",
+                status=RunStatus.FAILED,
                 reason=reason[:2000],
                 error=traceback.format_exc()[-8000:],
             )
-        _log_outcome(run_id, run.segment, "failed", reason)
-        return "failed"
+        _log_outcome(run_id, run.segment, RunStatus.FAILED, reason)
+        return RunStatus.FAILED

@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.dialects import sqlite
 
+from app.config import Settings
 from app.db import UTCDateTime
 from app.feedback.models import Feedback
 from app.feedback.repository import sqlite_timestamp
 from app.feedback.schemas import FeedbackCreate
 from app.feedback.service import body_sha256
+from app.main import create_app
 
 
 def stored(database_url: str) -> list[Feedback]:
@@ -127,6 +129,30 @@ def test_bad_input_is_422_naming_the_field(
     assert response.status_code == 422, response.text
     assert any(error["loc"][-1] == field for error in response.json()["detail"])
     assert count(clean_database) == 0
+
+
+@pytest.mark.parametrize("limit", [64, 8192])
+def test_the_metadata_limit_is_the_setting(clean_database: str, limit: int) -> None:
+    settings = Settings(database_url=clean_database, env="test", max_metadata_bytes=limit)
+    # JSON sizes just under and just over the limit ({"x":"..."} is 8 bytes around the text).
+    fits, too_big = {"x": "y" * (limit - 8)}, {"x": "y" * (limit - 7)}
+    with TestClient(create_app(settings)) as client:
+        one = client.post("/v1/feedback", json={"score": 0.5, "label": True, "metadata": fits})
+        assert one.status_code == 201, one.text
+        refused = client.post(
+            "/v1/feedback", json={"score": 0.5, "label": True, "metadata": too_big}
+        )
+        assert refused.status_code == 422
+        assert refused.json()["detail"][0]["loc"] == ["body", "metadata"]
+        assert f"at most {limit} bytes" in refused.json()["detail"][0]["msg"]
+        items = [{"score": 0.1, "label": False, "metadata": fits}] * 2
+        batch = client.post("/v1/feedback/batch", json={"items": items})
+        assert batch.status_code == 201, batch.text
+        items.append({"score": 0.1, "label": False, "metadata": too_big})
+        batch = client.post("/v1/feedback/batch", json={"items": items})
+        assert batch.status_code == 422
+        assert batch.json()["detail"][0]["loc"] == ["body", "items", 2, "metadata"]
+    assert count(clean_database) == 3
 
 
 def test_long_strings_and_big_metadata_are_rejected(client: TestClient) -> None:
@@ -499,3 +525,29 @@ def test_metadata_may_hold_the_text_of_an_escaped_nul(client: TestClient) -> Non
     assert response.json()["metadata"] == {"pattern": "\\u0000"}
     batch = client.post("/v1/feedback/batch", json={"items": [body]})
     assert batch.status_code == 201 and batch.json()["inserted"] == 1
+
+
+def test_since_takes_a_date_or_a_date_time_and_explains_a_bad_one(client: TestClient) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    client.post("/v1/feedback/batch", json={"items": [{"score": 0.5, "label": True}] * 3})
+    today = datetime.now(UTC).date()
+    tomorrow = today + timedelta(days=1)
+    for path in ("/v1/feedback", "/v1/feedback/export"):
+        for since, expected in ((today, 3), (tomorrow, 0), (f"{today}T00:00Z", 3)):
+            response = client.get(path, params={"since": str(since)})
+            assert response.status_code == 200, response.text
+            found = (
+                len(response.json()["items"])
+                if path == "/v1/feedback"
+                else len(response.text.splitlines())
+            )
+            assert found == expected, (path, since)
+    assert client.get("/v1/models/history", params={"at": str(today)}).status_code == 200
+    for bad in ("yesterday", "29.11.2026", "1969-12-31", "2026-11-29T25:00:00Z"):
+        response = client.get("/v1/feedback", params={"since": bad})
+        assert response.status_code == 422
+        (error,) = response.json()["detail"]
+        assert error["loc"] == ["query", "since"]
+        assert "ISO 8601 date (2026-11-29) or date-time" in error["msg"]
+        assert "^" not in error["msg"]
