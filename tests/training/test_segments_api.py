@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import train
 from fastapi.testclient import TestClient
+from helpers import train
 from scipy.special import expit
 from sklearn.metrics import brier_score_loss, log_loss
 
