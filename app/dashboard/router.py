@@ -5,26 +5,23 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import jinja2
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from app.auth import require_scope
-from app.config import SEGMENT_PATTERN
 from app.dashboard import reliability, service
 from app.dashboard.schemas import ReliabilityRead
 from app.deps import DatabaseDep, ReadSession, SettingsDep
 from app.errors import responses
+from app.params import SegmentPath, VersionPath
 
 router = APIRouter(tags=["dashboard"])
 
 _read = [Depends(require_scope("read"))]
-SegmentPath = Annotated[str, PathParam(pattern=SEGMENT_PATTERN)]
-VersionPath = Annotated[int, PathParam(ge=1, le=2_147_483_647)]
 
 
 def _number(value: float | None, digits: int = 4) -> str:

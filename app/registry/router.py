@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
 from app.auth import Principal, require_scope
 from app.config import DEFAULT_SEGMENT, SEGMENT_PATTERN
 from app.deps import ReadSession, WriteSession
 from app.errors import responses
-from app.params import CursorQuery, parse_timestamp, timestamp_query
+from app.params import (
+    CursorQuery,
+    SegmentPath,
+    VersionPath,
+    parse_timestamp,
+    timestamp_query,
+)
 from app.registry import artifacts, history, service
 from app.registry.models import ModelStatus
 from app.registry.schemas import (
@@ -28,9 +34,6 @@ CALIBRATOR_SEGMENT_HEADER = "X-Calibrator-Segment"
 
 _read = [Depends(require_scope("read"))]
 SegmentQuery = Annotated[str, Query(pattern=SEGMENT_PATTERN)]
-# The examples document the usual case, and lead a fuzzer to a stored version.
-SegmentPath = Annotated[str, Path(pattern=SEGMENT_PATTERN, examples=["default"])]
-VersionPath = Annotated[int, Path(ge=1, le=2_147_483_647, examples=[1])]
 LimitQuery = Annotated[int, Query(ge=1, le=500)]
 
 

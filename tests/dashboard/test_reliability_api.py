@@ -236,6 +236,13 @@ def test_openapi_declares_the_answers(client: TestClient) -> None:
     assert {"200", "401", "403", "404", "422", "503"} <= set(operation["responses"])
     content = operation["responses"]["200"]["content"]
     assert {"application/json", "image/svg+xml", "image/png"} <= set(content)
+    # Every model-version path names an example version: the fuzzer (tests/test_openapi_fuzz.py)
+    # reaches stored versions, and their pictures, through these examples.
+    for path, operations in paths.items():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] in ("segment", "version"):
+                    assert parameter["schema"].get("examples") or parameter.get("examples"), path
 
 
 @pytest.mark.slow  # many pictures in many threads
