@@ -9,6 +9,13 @@ from app.calibration.methods import (
     load_calibrator,
 )
 from app.calibration.metrics import evaluate, reliability_bins
+from app.calibration.segments import (
+    POOLED_SEGMENT,
+    SegmentSpread,
+    estimate_spread,
+    fit_segments,
+    fit_with_prior,
+)
 from app.calibration.selection import fit_calibrator
 from app.calibration.sequential import (
     ConfidenceSequenceState,
@@ -20,11 +27,16 @@ from app.calibration.validation import validate_scores_labels
 __all__ = [
     "ARTIFACT_FORMAT",
     "METHODS",
+    "POOLED_SEGMENT",
     "Calibrator",
     "ConfidenceSequenceState",
+    "SegmentSpread",
+    "estimate_spread",
     "evaluate",
     "extend_confidence_sequence",
     "fit_calibrator",
+    "fit_segments",
+    "fit_with_prior",
     "identity_calibrator",
     "load_calibrator",
     "paired_bootstrap",

@@ -33,6 +33,9 @@ class SegmentView:
     stale: bool
     recent_ece: float | None
     n_recent: int | None
+    served_by: str | None
+    pooling_weight: float | None
+    distance_from_pooled: float | None
     versions: list[ModelVersionRead]  # newest first
     shadow: ShadowComparisonRead | None = None  # the latest champion/challenger comparison
 
@@ -76,6 +79,9 @@ def _segment(session: Session, name: str, checks: HealthChecks) -> SegmentView:
         stale=freshness.stale if freshness else False,
         recent_ece=drift.recent_ece if drift else None,
         n_recent=drift.n_recent if drift else None,
+        served_by=data.served_by if data else None,
+        pooling_weight=data.pooling_weight if data else None,
+        distance_from_pooled=data.distance_from_pooled if data else None,
         versions=versions,
         shadow=shadow.find_latest(session, segment=name),
     )

@@ -300,18 +300,33 @@ def export_page(
     return [tuple(row) for row in session.execute(statement)]
 
 
-def max_id(session: Session, segment: str) -> int | None:
-    statement = select(func.max(feedback_table.c.id)).where(feedback_table.c.segment == segment)
+def max_id(session: Session, segment: str | None) -> int | None:
+    """The newest feedback id of a segment (``None``: of all segments)."""
+    statement = select(func.max(feedback_table.c.id))
+    if segment is not None:
+        statement = statement.where(feedback_table.c.segment == segment)
     return session.execute(statement).scalar_one()
 
 
-def count_between(session: Session, segment: str, after_id: int, up_to_id: int) -> int:
+def count_between(session: Session, segment: str | None, after_id: int, up_to_id: int) -> int:
+    """Records with ids in (after_id, up_to_id] of a segment (``None``: of all segments)."""
     statement = select(func.count()).where(
-        feedback_table.c.segment == segment,
-        feedback_table.c.id > after_id,
-        feedback_table.c.id <= up_to_id,
+        feedback_table.c.id > after_id, feedback_table.c.id <= up_to_id
     )
+    if segment is not None:
+        statement = statement.where(feedback_table.c.segment == segment)
     return session.execute(statement).scalar_one()
+
+
+def segments_up_to(session: Session, up_to_id: int) -> list[str]:
+    """The segments holding feedback with ids up to ``up_to_id``."""
+    statement = (
+        select(feedback_table.c.segment)
+        .where(feedback_table.c.id <= up_to_id)
+        .group_by(feedback_table.c.segment)
+        .order_by(feedback_table.c.segment)
+    )
+    return list(session.scalars(statement))
 
 
 # A binary COPY row of (float8 NOT NULL, bool NOT NULL): the field count, then each field's

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.calibration.segments import POOLED_SEGMENT
 from app.db import Database, Statements, utcnow
 from app.errors import ConflictError, PayloadTooLargeError
 from app.feedback import repository
@@ -185,9 +186,27 @@ def list_feedback(
     return FeedbackPage(items=[to_read(r) for r in records], next_cursor=next_cursor)
 
 
-def feedback_stats(session: Session, *, watermarks: Mapping[str, int]) -> FeedbackStats:
+def _serving_fields(segment: str, serving: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    own = serving.get(segment)
+    if own is None:
+        return {"served_by": POOLED_SEGMENT if POOLED_SEGMENT in serving else None}
+    return {
+        "served_by": segment,
+        "pooling_weight": own.get("pooling_weight"),
+        "distance_from_pooled": own.get("distance_from_pooled"),
+    }
+
+
+def feedback_stats(
+    session: Session,
+    *,
+    watermarks: Mapping[str, int],
+    serving: Mapping[str, Mapping[str, Any]] | None = None,
+) -> FeedbackStats:
     """Totals by segment and label; "new" counts records above each segment's ``watermarks``
-    (the last feedback id a training run used, which the training domain knows)."""
+    (the last feedback id a training run used, which the training domain knows). With
+    ``serving`` (the registry's report of active models per segment), also which calibrator
+    serves each segment and how much it borrows from the pooled one."""
     segments: dict[str, dict[str, int]] = {}
     for segment, label, count, new in repository.counts_by_segment_and_label(session, watermarks):
         counts = segments.setdefault(segment, {"true": 0, "false": 0, "new": 0})
@@ -199,6 +218,7 @@ def feedback_stats(session: Session, *, watermarks: Mapping[str, int]) -> Feedba
             by_label=LabelCounts(true=counts["true"], false=counts["false"]),
             new_since_last_training=counts["new"],
             last_training_feedback_id=watermarks.get(segment),
+            **(_serving_fields(segment, serving) if serving is not None else {}),
         )
         for segment, counts in sorted(segments.items())
     }

@@ -163,6 +163,8 @@ class CalibrateResult(_Result):
     model_version: int
     segment: str
     method: str
+    # Whose calibrator answered: the segment's own, or "_pooled" for a segment without one.
+    calibrator_segment: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
