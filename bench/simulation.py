@@ -77,7 +77,7 @@ TRUTHS: tuple[Truth, ...] = (
 
 def sklearn_sigmoid(scores: np.ndarray, labels: np.ndarray, evaluation: np.ndarray) -> np.ndarray:
     """Unregularised logistic regression on the log-odds (sigmoid-on-logit, no smoothing)."""
-    model = LogisticRegression(penalty=None, max_iter=1000)
+    model = LogisticRegression(C=np.inf, max_iter=1000)
     model.fit(_logit(scores)[:, None], labels)
     return model.predict_proba(_logit(evaluation)[:, None])[:, 1]
 

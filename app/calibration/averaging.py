@@ -93,8 +93,10 @@ def stacking_weights(
     total = rw.sum()
 
     def loss_grad(w: FloatArray) -> tuple[float, FloatArray]:
-        mix = np.maximum(lik @ w, _LOSS_CLIP)
-        return -float(rw @ np.log(mix)) / total, -((rw / mix) @ lik) / total
+        # einsum, not BLAS: threaded BLAS on thin products is slow under load.
+        mix = np.maximum(np.einsum("ij,j->i", lik, w), _LOSS_CLIP)
+        loss = -float(np.einsum("i,i->", rw, np.log(mix))) / total
+        return loss, -np.einsum("i,ij->j", rw / mix, lik) / total
 
     res = minimize(
         loss_grad,

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import isotonic_regression, minimize
 
+from app.calibration.intervals import band_interval, rescale_band
 from app.calibration.validation import INPUT_CLIP, check_probabilities
 
 ARTIFACT_FORMAT = "calibrator/v1"
@@ -175,6 +176,36 @@ def _canonical_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown calibration method {method!r}; expected one of {METHODS}")
 
 
+def _canonical_band(band: Any) -> dict[str, Any] | None:
+    """Validate an artifact's optional ``band`` and return it with plain Python floats."""
+    if band is None:
+        return None
+    if not isinstance(band, Mapping):
+        raise ValueError(f"band must be an object, got {type(band).__name__}")
+    level = _finite(band, "level", "band")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"band param 'level' must lie in (0, 1), got {level!r}")
+    x, low, high = (_float_list(band, key, "band") for key in ("x", "low", "high"))
+    if not len(x) == len(low) == len(high):
+        raise ValueError(
+            f"band x, low and high differ in length: {len(x)}, {len(low)}, {len(high)}"
+        )
+    if _steps_down(x, strict=False):
+        raise ValueError("band param 'x' must be non-decreasing")
+    lo, hi = np.asarray(low), np.asarray(high)
+    if np.any(lo > hi) or lo.min() < 0.0 or hi.max() > 1.0:
+        raise ValueError("band needs 0 <= low <= high <= 1 at every x")
+    return {"level": level, "x": x, "low": low, "high": high}
+
+
+def _check_level(level: Any) -> float:
+    if isinstance(level, bool) or not isinstance(level, int | float | np.floating):
+        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    return float(level)
+
+
 def _check_clip(clip: Any) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in clip)
@@ -197,7 +228,10 @@ class Calibrator:
     input_clip : pair of float, default=(1e-12, 1 - 1e-12)
         Scores are clipped into this range before any log-odds.
     selection : dict, optional
-        How ``fit_calibrator(method="auto")`` chose the method (JSON-safe).
+        How ``fit_calibrator(method="auto")`` built the map (JSON-safe).
+    band : mapping, optional
+        A pointwise band ``{"level", "x", "low", "high"}`` around the map (see
+        ``predict_interval``).
 
     Raises
     ------
@@ -211,6 +245,7 @@ class Calibrator:
         params: Mapping[str, Any],
         input_clip: tuple[float, float] = INPUT_CLIP,
         selection: dict[str, Any] | None = None,
+        band: Mapping[str, Any] | None = None,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown calibration method {method!r}; expected one of {METHODS}")
@@ -218,6 +253,8 @@ class Calibrator:
         self.params = _canonical_params(method, params)
         self.input_clip = _check_clip(input_clip)
         self.selection = selection
+        self.band = _canonical_band(band)
+        self._bands: dict[float, dict[str, Any]] = {}
         # Arrays are built from the same Python floats the artifact stores, so a
         # reloaded calibrator computes bit-identical outputs.
         self._apply_params: dict[str, Any] = dict(self.params)
@@ -243,14 +280,62 @@ class Calibrator:
         p = check_probabilities(scores, "scores")
         return _APPLY[self.method](p, self._apply_params, self.input_clip)
 
+    def predict_interval(
+        self, scores: ArrayLike, level: float = 0.9
+    ) -> tuple[FloatArray, FloatArray]:
+        """A pointwise band for the calibrated probability at ``scores``.
+
+        At the stored band's level (0.9 from ``fit_calibrator``) this is the
+        stored table; at other levels the stored log-odds half-widths are
+        rescaled by the ratio of normal quantiles.
+
+        Parameters
+        ----------
+        scores : array-like of shape (n_samples,)
+            Raw scores in [0, 1].
+        level : float in (0, 1), default=0.9
+
+        Returns
+        -------
+        low, high : ndarray of shape (n_samples,)
+            ``0 <= low <= predict(scores) <= high <= 1``.
+
+        Raises
+        ------
+        ValueError
+            ``level`` outside (0, 1), bad scores, or a calibrator without a band
+            (named-method fits, the identity, artifacts written without one).
+        """
+        level = _check_level(level)
+        if self.band is None:
+            raise ValueError(
+                f"this {self.method} calibrator carries no band; "
+                "fit it with method='auto' to get one"
+            )
+        p = check_probabilities(scores, "scores")
+        band = self.band
+        if level != band["level"]:
+            if level not in self._bands:
+                x = np.asarray(band["x"], dtype=np.float64)
+                center = _APPLY[self.method](x, self._apply_params, self.input_clip)
+                shared = self.method == "isotonic" and band["x"] == self.params["x"]
+                self._bands[level] = rescale_band(band, center, level, knots_shared=shared)
+            band = self._bands[level]
+        return band_interval(band, self.input_clip, p)
+
     def to_artifact(self) -> dict[str, Any]:
         """The portable, JSON-safe ``calibrator/v1`` form (no segment or version)."""
-        return {
+        artifact = {
             "format": ARTIFACT_FORMAT,
             "method": self.method,
             "params": {k: list(v) if isinstance(v, list) else v for k, v in self.params.items()},
             "input_clip": [self.input_clip[0], self.input_clip[1]],
         }
+        if self.band is not None:
+            artifact["band"] = {
+                k: list(v) if isinstance(v, list) else v for k, v in self.band.items()
+            }
+        return artifact
 
     def __repr__(self) -> str:
         return f"Calibrator(method={self.method!r}, params={self.params!r})"
@@ -263,7 +348,8 @@ def load_calibrator(artifact: Mapping[str, Any]) -> Calibrator:
     ----------
     artifact : mapping
         At least ``format``, ``method`` and ``params``; ``input_clip`` defaults to
-        (1e-12, 1 - 1e-12). Other keys (segment, version, metrics, ...) are ignored.
+        (1e-12, 1 - 1e-12); ``band`` is optional. Other keys (segment, version,
+        metrics, ...) are ignored.
 
     Returns
     -------
@@ -284,7 +370,12 @@ def load_calibrator(artifact: Mapping[str, Any]) -> Calibrator:
         raise ValueError(f"unknown calibration method {method!r}; expected one of {METHODS}")
     if "params" not in artifact:
         raise ValueError("artifact has no 'params'")
-    return Calibrator(method, artifact["params"], artifact.get("input_clip", INPUT_CLIP))
+    return Calibrator(
+        method,
+        artifact["params"],
+        artifact.get("input_clip", INPUT_CLIP),
+        band=artifact.get("band"),
+    )
 
 
 def identity_calibrator() -> Calibrator:

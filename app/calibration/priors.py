@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.preprocessing import SplineTransformer
+from scipy.interpolate import BSpline
 
 from app.calibration.validation import INPUT_CLIP
 
@@ -34,7 +34,7 @@ FloatArray = np.ndarray
 
 # The evidence is maximised on at most this many samples: beyond it the prior's
 # weight (a few units of precision against n log-likelihood terms) is negligible.
-EB_MAX_SAMPLES = 20_000
+EB_MAX_SAMPLES = 5_000
 EB_MAX_ITER = 40
 EB_RTOL = 1e-3
 # Precision bounds: 1e-6 is effectively flat; 1e6 pins the weights to the centre.
@@ -56,12 +56,26 @@ def sigmoid(s: FloatArray) -> FloatArray:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(s, dtype=np.float64)))
 
 
+def _linear(x: FloatArray, w: FloatArray) -> FloatArray:
+    # Column by column rather than a BLAS matrix-vector product: threaded BLAS
+    # on these thin products is slower than one core, badly so under load.
+    s = x[:, 0] * w[0]
+    for j in range(1, x.shape[1]):
+        s += x[:, j] * w[j]
+    return s
+
+
 def _objective(
     x: FloatArray, y: FloatArray, w: FloatArray, prior_mean: FloatArray, precision: FloatArray
 ) -> float:
-    s = x @ w
+    s = _linear(x, w)
     d = w - prior_mean
     return float(np.logaddexp(0.0, s).sum() - y @ s + 0.5 * precision @ (d * d))
+
+
+def _gram(x: FloatArray, v: FloatArray) -> FloatArray:
+    """``x.T @ diag(v) @ x`` without BLAS (see ``_linear``)."""
+    return np.einsum("ij,ik,i->jk", x, x, v)
 
 
 def map_logistic(
@@ -92,16 +106,16 @@ def map_logistic(
     ndarray of shape (k + 1,)
     """
     n, k = features.shape
-    x = np.column_stack([features, np.ones(n)])
+    x = np.asfortranarray(np.column_stack([features, np.ones(n)]))
     bounded = np.zeros(k + 1, dtype=bool)
     bounded[:n_nonneg] = True
     w = np.where(bounded, np.maximum(w_start, 0.0), w_start)
     ridge = np.diag(precision + 1e-10)
     f = _objective(x, y, w, prior_mean, precision)
     for _ in range(NEWTON_MAX_ITER):
-        q = sigmoid(x @ w)
-        grad = x.T @ (q - y) + precision * (w - prior_mean)
-        hess = (x * (q * (1.0 - q))[:, None]).T @ x + ridge
+        q = sigmoid(_linear(x, w))
+        grad = np.einsum("ij,i->j", x, q - y) + precision * (w - prior_mean)
+        hess = _gram(x, q * (1.0 - q)) + ridge
         # Weights at their bound whose gradient pushes outward stay fixed.
         free = ~(bounded & (w <= 0.0) & (grad > 0.0))
         step = np.zeros(k + 1)
@@ -123,9 +137,9 @@ def map_logistic(
 
 def _hessian(features: FloatArray, w: FloatArray) -> FloatArray:
     """Hessian of the negative log-likelihood at ``w`` (intercept last)."""
-    x = np.column_stack([features, np.ones(features.shape[0])])
-    q = sigmoid(x @ w)
-    return (x * (q * (1.0 - q))[:, None]).T @ x
+    x = np.asfortranarray(np.column_stack([features, np.ones(features.shape[0])]))
+    q = sigmoid(_linear(x, w))
+    return _gram(x, q * (1.0 - q))
 
 
 @dataclass(frozen=True)
@@ -262,18 +276,20 @@ class _ISplineBasis:
     """
 
     def __init__(self, z: FloatArray, n_interior: int) -> None:
-        inner = np.quantile(z, np.linspace(0.0, 1.0, n_interior + 2))
-        knots = np.unique(inner)
+        knots = np.unique(np.quantile(z, np.linspace(0.0, 1.0, n_interior + 2)))
         self.n_basis = 0
         if knots.shape[0] < 3:
             return
-        self._spline = SplineTransformer(
-            degree=SPLINE_DEGREE, knots=knots[:, None], extrapolation="constant"
-        ).fit(knots[:, None])
-        self.n_basis = self._spline.n_features_out_ - 1
+        d = SPLINE_DEGREE
+        self._lo, self._hi = float(knots[0]), float(knots[-1])
+        # Clamped knot vector: the boundary knots repeated to full multiplicity.
+        self._t = np.concatenate([[self._lo] * d, knots, [self._hi] * d])
+        self.n_basis = self._t.shape[0] - d - 2
 
     def __call__(self, z: FloatArray) -> FloatArray:
-        b = self._spline.transform(z[:, None])
+        # Clipping to the boundary knots holds every basis constant beyond them.
+        zc = np.clip(z, self._lo, self._hi)
+        b = BSpline.design_matrix(zc, self._t, SPLINE_DEGREE).toarray()
         # Reverse cumulative sums; the first (all ones inside the knots) is dropped.
         tails = np.cumsum(b[:, ::-1], axis=1)[:, ::-1]
         return tails[:, 1:]

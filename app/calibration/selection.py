@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,11 @@ from numpy.typing import ArrayLike
 from sklearn.model_selection import StratifiedKFold
 
 from app.calibration.averaging import CANDIDATES, Average, bagged_stacking_weights, tabulate
+from app.calibration.intervals import (
+    BAND_LEVEL,
+    band_from_spread,
+    bootstrap_spread,
+)
 from app.calibration.methods import METHODS, Calibrator, FloatArray, fit_params
 from app.calibration.priors import Reference
 from app.calibration.validation import validate_scores_labels
@@ -17,10 +23,10 @@ _LOSS_CLIP = 1e-15
 # Above this many samples, the stacking weights are estimated on a stratified
 # subsample: they are settled long before, and the isotonic part of the final
 # fit still uses all data.
-CV_MAX_SAMPLES = 50_000
+CV_MAX_SAMPLES = 20_000
 # Smooth candidates reach their asymptotic precision long before this; fitting
 # them on a subsample keeps the 1M-sample fit within a few isotonic fits.
-SMOOTH_MAX_SAMPLES = 200_000
+SMOOTH_MAX_SAMPLES = 100_000
 MAX_SPLITS = 5
 # Bayesian-bootstrap reweightings the stacking weights are averaged over.
 N_BAGS = 16
@@ -71,14 +77,16 @@ def _fit_candidates(
 
 def fit_average(
     p: FloatArray, y: FloatArray, reference: Reference, random_state: int | None
-) -> tuple[Average, dict[str, Any]]:
+) -> tuple[Average, dict[str, Any], Callable[[FloatArray, FloatArray, FloatArray], Any]]:
     """Stack the candidate maps by cross-validated log score; the fit on all data.
 
     The candidates are fitted on all data first, which learns each prior
     precision by evidence; the cross-validation folds reuse those precisions
     (a hyperparameter with about one degree of freedom) and only refit the weights.
 
-    Returns the fitted average and a JSON-safe record of how it was built.
+    Returns the fitted average, a JSON-safe record of how it was built, and a
+    function refitting the same average (weights and prior precisions fixed) on
+    a resample, evaluated at given scores, for the bootstrap band.
     """
     rng = np.random.default_rng(random_state)
     n = p.shape[0]
@@ -149,7 +157,14 @@ def fit_average(
         record["reason"] = f"minority class has {minority} samples or scores too few values"
     record["weights"] = dict(zip(names, (float(w) for w in weights), strict=True))
     keep = [j for j, w in enumerate(weights) if w > 0.0]
-    return Average(maps=[fitted[names[j]] for j in keep], weights=weights[keep]), record
+    kept_names = [names[j] for j in keep]
+    average = Average(maps=[fitted[name] for name in kept_names], weights=weights[keep])
+
+    def refit(p_boot: FloatArray, y_boot: FloatArray, x: FloatArray) -> FloatArray | None:
+        maps = _fit_candidates(kept_names, p_boot, y_boot, reference, rng, lams)
+        return Average(maps=maps, weights=average.weights).predict(x) if maps else None
+
+    return average, record, refit
 
 
 def _per_sample_log_loss(q: FloatArray, y: FloatArray) -> FloatArray:
@@ -207,6 +222,17 @@ def fit_calibrator(
     assert y is not None
     if method != "auto":
         return Calibrator(method, fit_params(method, p, y))
-    average, record = fit_average(p, y, reference, random_state)
+    average, record, refit = fit_average(p, y, reference, random_state)
     record["prior"] = None if prior is None else prior.method
-    return Calibrator("isotonic", tabulate(average, p), selection=record)
+    table = tabulate(average, p)
+    # The band shares the table's knots, so containing the map at the knots
+    # contains it everywhere.
+    x = np.asarray(table["x"])
+    center = np.asarray(table["y"])
+    iso_weight = record["weights"].get("isotonic", 0.0)
+    # Smooth maps converge at n^-1/2, isotonic regression at n^-1/3.
+    rate = 0.5 * (1.0 - iso_weight) + iso_weight / 3.0
+    rng = np.random.default_rng(None if random_state is None else [int(random_state), 1])
+    spread = bootstrap_spread(p, y, x, lambda pb, yb: refit(pb, yb, x), rate, rng)
+    band = band_from_spread(x, center, spread, BAND_LEVEL, knots_shared=True)
+    return Calibrator("isotonic", table, selection=record, band=band)
