@@ -19,8 +19,10 @@ from scipy.optimize import minimize
 
 from app.calibration.methods import FloatArray, _fit_isotonic
 from app.calibration.priors import (
+    LogisticMap,
     Reference,
     fit_beta_prior,
+    fit_platt_flat,
     fit_platt_prior,
     fit_spline_prior,
     logit,
@@ -66,6 +68,7 @@ def _fit_isotonic_candidate(
 
 CANDIDATES: dict[str, Candidate] = {
     "platt": fit_platt_prior,
+    "platt_flat": fit_platt_flat,
     "beta": fit_beta_prior,
     "spline": fit_spline_prior,
     "isotonic": _fit_isotonic_candidate,
@@ -154,6 +157,20 @@ class Average:
             if w > 0.0:
                 out += w * fitted.predict(p)
         return np.clip(out, 0.0, 1.0)
+
+    def posterior_logit_sd(self, p: FloatArray) -> FloatArray:
+        """Standard deviation of the average's log-odds from its smooth parts' Laplace posteriors.
+
+        By the delta method, taking the parts as perfectly correlated (an upper
+        bound); the isotonic part adds nothing here (the bootstrap carries it).
+        """
+        q = self.predict(p)
+        spread = np.zeros(p.shape[0])
+        for fitted, w in zip(self.maps, self.weights, strict=True):
+            if isinstance(fitted, LogisticMap):
+                qm = fitted.predict(p)
+                spread += w * qm * (1.0 - qm) * fitted.logit_sd(p)
+        return spread / np.maximum(q * (1.0 - q), 1e-300)
 
     def knots(self) -> list[FloatArray]:
         return [m.x for m in self.maps if isinstance(m, IsotonicMap)]

@@ -179,7 +179,8 @@ def evidence_fit(
     if lam is not None:
         precision = lam[groups]
         w = map_logistic(features, y, prior_mean, n_nonneg, prior_mean, precision)
-        return EvidenceFit(weights=w, lam=lam, covariance=np.empty((0, 0)))
+        cov = np.linalg.inv(_hessian(features, w) + np.diag(precision))
+        return EvidenceFit(weights=w, lam=lam, covariance=cov)
     n = features.shape[0]
     if n > EB_MAX_SAMPLES:
         sub = np.sort(rng.choice(n, size=EB_MAX_SAMPLES, replace=False))
@@ -239,6 +240,13 @@ class LogisticMap:
         w = self.fit.weights
         return sigmoid(f @ w[:-1] + w[-1])
 
+    def logit_sd(self, p: FloatArray) -> FloatArray:
+        """Laplace-posterior standard deviation of the map's log-odds at ``p``."""
+        f = self.featurize(self.reference(p))
+        f = np.column_stack([f, np.ones(f.shape[0])])
+        var = np.einsum("ij,jk,ik->i", f, self.fit.covariance, f)
+        return np.sqrt(np.maximum(var, 0.0))
+
 
 def fit_platt_prior(
     p: FloatArray,
@@ -251,6 +259,25 @@ def fit_platt_prior(
     f = _platt_features(reference(p))
     fit = evidence_fit(f, y, np.array([1.0, 0.0]), np.array([0, 0]), 1, rng, lam)
     return LogisticMap("platt", reference, _platt_features, fit)
+
+
+def fit_platt_flat(
+    p: FloatArray,
+    y: FloatArray,
+    reference: Reference,
+    rng: np.random.Generator,
+    lam: FloatArray | None = None,
+) -> LogisticMap:
+    """Platt on the reference's log-odds by maximum likelihood (a flat prior).
+
+    With two weights, the evidence estimates the prior's strength from just
+    two numbers and can shrink too hard by chance; the stack weighs this
+    unshrunk fit against the shrunk one, so the data decide how far to trust the prior.
+    """
+    f = _platt_features(reference(p))
+    flat = np.array([LAMBDA_MIN])
+    fit = evidence_fit(f, y, np.array([1.0, 0.0]), np.array([0, 0]), 1, rng, flat)
+    return LogisticMap("platt_flat", reference, _platt_features, fit)
 
 
 def fit_beta_prior(

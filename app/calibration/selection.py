@@ -28,11 +28,12 @@ CV_MAX_SAMPLES = 20_000
 # them on a subsample keeps the 1M-sample fit within a few isotonic fits.
 SMOOTH_MAX_SAMPLES = 100_000
 MAX_SPLITS = 5
+SIMPLE = ("platt", "platt_flat")
 # Bayesian-bootstrap reweightings the stacking weights are averaged over.
 N_BAGS = 16
 # Paired standard errors of out-of-fold log-loss gain at which the stack is
 # trusted fully over Platt alone (below, the weights move part of the way).
-GAIN_SE = 2.0
+GAIN_SE = 3.0
 # Isotonic regression needs a few dozen of the rarer class before its steps
 # say more about the map than about the noise (Zadrozny & Elkan 2002 saw it
 # overfit well below that).
@@ -137,13 +138,18 @@ def fit_average(
             weights = bagged_stacking_weights(oof, y_cv, rng, N_BAGS)
             per_sample = [_per_sample_log_loss(oof[:, j], y_cv) for j in range(len(names))]
             stacked = _per_sample_log_loss(oof @ weights, y_cv)
-            # The stack must earn its extra flexibility: its gain over Platt alone,
-            # in paired standard errors of the per-sample log loss, sets how far the
-            # weights move from Platt (all of the way from GAIN_SE errors on).
-            diff = per_sample[names.index("platt")] - stacked
+            # The simple family: Platt shrunk toward the prior and Platt unshrunk,
+            # stacked on their own (how far to trust the prior). The full stack must
+            # earn its extra flexibility: its gain over the simple stack, in paired
+            # standard errors of the per-sample log loss, sets how far the weights
+            # move from the simple stack (all of the way from GAIN_SE errors on).
+            simple_cols = [names.index(m) for m in SIMPLE if m in names]
+            simple = np.zeros(len(names))
+            simple[simple_cols] = bagged_stacking_weights(oof[:, simple_cols], y_cv, rng, N_BAGS)
+            diff = _per_sample_log_loss(oof @ simple, y_cv) - stacked
             se = float(diff.std(ddof=1) / np.sqrt(n_cv)) if n_cv > 1 else 0.0
             trust = float(np.clip(diff.mean() / (GAIN_SE * se), 0.0, 1.0)) if se > 0 else 0.0
-            weights = trust * weights + (1.0 - trust) * (np.array(names) == "platt")
+            weights = trust * weights + (1.0 - trust) * simple
             record["n_splits"] = n_splits
             record["stack_trust"] = trust
             record["cv_log_loss"] = {
@@ -234,5 +240,9 @@ def fit_calibrator(
     rate = 0.5 * (1.0 - iso_weight) + iso_weight / 3.0
     rng = np.random.default_rng(None if random_state is None else [int(random_state), 1])
     spread = bootstrap_spread(p, y, x, lambda pb, yb: refit(pb, yb, x), rate, rng)
+    # The bootstrap shows how the shrunk fit varies, not how far its prior may
+    # have pulled it; the posterior's spread covers that (Nychka 1988, "Bayesian
+    # confidence intervals for smoothing splines", JASA 83), so take the larger.
+    spread = np.maximum(spread, average.posterior_logit_sd(x))
     band = band_from_spread(x, center, spread, BAND_LEVEL, knots_shared=True)
     return Calibrator("isotonic", table, selection=record, band=band)
