@@ -20,6 +20,7 @@ from app.registry import repository
 from app.registry.models import ModelEvent, ModelVersion
 from app.registry.schemas import (
     CalibrateResponse,
+    CalibrationBand,
     LivePeriod,
     LivePeriodPage,
     ModelVersionPage,
@@ -305,6 +306,26 @@ def _recent_reliability(session: Session, model: ModelVersion, window: int) -> R
     )
 
 
+# Points of the fitted map drawn with its band: enough for a smooth picture.
+_BAND_POINTS = 201
+
+
+def _band(model: ModelVersion) -> CalibrationBand | None:
+    calibrator = calibrator_for(model)
+    if calibrator.band is None:
+        return None
+    level = calibrator.band["level"]
+    score = np.linspace(0.0, 1.0, _BAND_POINTS)
+    low, high = calibrator.predict_interval(score, level=level)
+    return CalibrationBand(
+        level=level,
+        score=score.tolist(),
+        fitted=calibrator.predict(score).tolist(),
+        low=low.tolist(),
+        high=high.tolist(),
+    )
+
+
 def reliability(
     session: Session, *, segment: str, version: int, drift_window: int
 ) -> ReliabilityRead:
@@ -324,4 +345,5 @@ def reliability(
         recent=_recent_reliability(session, model, drift_window)
         if model.status == "active"
         else None,
+        band=_band(model),
     )
