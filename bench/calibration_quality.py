@@ -37,7 +37,7 @@ from sklearn.naive_bayes import GaussianNB
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engines import other_engine_predictions
+from engines import other_engine_predictions, resolve
 from simulation import SIZES, TRUTHS, draws, sklearn_isotonic, sklearn_sigmoid
 
 from app.calibration import evaluate, fit_calibrator
@@ -254,6 +254,7 @@ def main() -> None:
     parser.add_argument("--skip-real", action="store_true", help="skip the real-data part")
     parser.add_argument("--skip-simulation", action="store_true")
     args = parser.parse_args()
+    print(f"baseline engine: {args.baseline_ref} = {resolve(args.baseline_ref)}; today: HEAD")
     if not args.skip_simulation:
         simulation(args.reps, args.baseline_ref)
         print()

@@ -34,6 +34,16 @@ np.savez(sys.argv[2], **out)
 Task = tuple[np.ndarray, np.ndarray, np.ndarray, int]  # scores, labels, evaluation scores, seed
 
 
+def resolve(ref: str) -> str:
+    """The short commit id ``ref`` names now (printed, since branch names move)."""
+    return subprocess.run(
+        ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", ref],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
 def other_engine_predictions(ref: str, tasks: Sequence[Task]) -> list[np.ndarray]:
     """Predictions of ``ref``'s ``fit_calibrator(auto)`` for each (scores, labels, eval, seed)."""
     with tempfile.TemporaryDirectory(prefix="calib_engine_") as folder:
