@@ -7,7 +7,8 @@ reference probability ``u = prior(p)`` (``u = p`` without a prior):
 - beta (Kull, Silva Filho & Flach 2017): ``logit q = a·ln u - b·ln(1 - u) + c``,
   centred on ``a = b = 1, c = 0``;
 - a monotone spline: ``logit q = a·logit(u) + c + Σ_j w_j I_j(logit u)`` with
-  I-spline bases (Ramsay 1988) and ``w ≥ 0``, centred on the reference with ``w = 0``.
+  I-spline bases (Ramsay 1988) and ``w ≥ 0``, centred on the reference with ``w = 0``;
+- and Platt by plain maximum likelihood, which the stack weighs against the shrunk one.
 
 Each centre reproduces the reference map exactly, so the Gaussian prior on the
 weights shrinks the fit toward the prior calibrator. The prior precisions are
@@ -15,9 +16,9 @@ not constants: they maximise the Laplace approximation of the marginal
 likelihood with MacKay's fixed-point updates (MacKay 1992, "The evidence
 framework applied to classification networks", Neural Computation 4(5)),
 ``gamma_g = sum_{i in g} (1 - lambda_g S_ii)``, ``lambda_g = gamma_g / |w_g - w0_g|^2``
-(S the Laplace posterior covariance). With few labels
-the evidence prefers a strong prior; as labels accumulate the likelihood
-dominates and the fit fades to maximum likelihood.
+(S the Laplace posterior covariance). With few labels the evidence prefers a
+strong prior; as labels accumulate the likelihood dominates and the fit fades
+to maximum likelihood.
 """
 
 from __future__ import annotations
