@@ -135,13 +135,22 @@ def bagged_stacking_weights(
 
 
 def table_grid(p: FloatArray, knots: list[FloatArray]) -> FloatArray:
-    """The x of the stored table: logit-even over the input clip, data quantiles, knots."""
-    z = np.linspace(
-        logit(np.array(INPUT_CLIP[0])), logit(np.array(INPUT_CLIP[1])), LOGIT_GRID_POINTS
-    )
-    parts = [sigmoid(z), np.quantile(p, np.linspace(0.0, 1.0, QUANTILE_GRID_POINTS)), *knots]
-    grid = np.unique(np.clip(np.concatenate(parts), INPUT_CLIP[0], INPUT_CLIP[1]))
-    return grid
+    """The x of the stored table: logit-even over the input clip, its ends exactly,
+    data quantiles, isotonic knots, and 0 and 1.
+
+    The table covers all of [0, 1]: isotonic regression may give scores beyond the
+    input clip (exactly 0 or 1, or 1 - 1e-14 from a naive-Bayes analyzer) values
+    of their own, which a table ending at the clip would flatten away.
+    """
+    lo, hi = INPUT_CLIP
+    z = np.linspace(logit(np.array(lo)), logit(np.array(hi)), LOGIT_GRID_POINTS)
+    parts = [
+        np.clip(sigmoid(z), lo, hi),
+        [0.0, lo, hi, 1.0],
+        np.quantile(p, np.linspace(0.0, 1.0, QUANTILE_GRID_POINTS)),
+        *knots,
+    ]
+    return np.unique(np.concatenate(parts))
 
 
 @dataclass(frozen=True)
@@ -184,4 +193,6 @@ def tabulate(average: Average, p: FloatArray) -> dict[str, list[float]]:
     values = np.clip(np.maximum.accumulate(values), 0.0, 1.0)
     keep = np.ones(grid.shape[0], dtype=bool)
     keep[1:-1] = ~((values[1:-1] == values[:-2]) & (values[1:-1] == values[2:]))
+    # The input clip's ends stay knots: the band's end knots sit there.
+    keep |= (grid == INPUT_CLIP[0]) | (grid == INPUT_CLIP[1])
     return {"x": grid[keep].tolist(), "y": values[keep].tolist()}

@@ -48,7 +48,12 @@ def band_interval(
 
 
 def contain(
-    center: FloatArray, low: FloatArray, high: FloatArray, *, knots_shared: bool
+    center: FloatArray,
+    low: FloatArray,
+    high: FloatArray,
+    *,
+    knots_shared: bool,
+    ends: tuple[float, float],
 ) -> tuple[FloatArray, FloatArray]:
     """Widen a band at its grid points so its interpolation contains the map everywhere.
 
@@ -57,6 +62,8 @@ def contain(
     Otherwise, with ``low_i <= f(x_(i-1))`` and ``high_i >= f(x_(i+1))``, on
     ``[x_i, x_(i+1)]`` the interpolated low is at most ``f(x_i) <= f(x)`` and the
     interpolated high at least ``f(x_(i+1)) >= f(x)``, for any non-decreasing ``f``.
+    Scores beyond the input clip read the end knots, so those also reach the
+    map's values at 0 and 1 (``ends``), which saturated scores may get.
     """
     f = center
     lo = np.minimum(low, f)
@@ -64,21 +71,36 @@ def contain(
     if not knots_shared:
         lo[1:] = np.minimum(lo[1:], f[:-1])
         hi[:-1] = np.maximum(hi[:-1], f[1:])
+    lo[0] = min(lo[0], ends[0])
+    hi[-1] = max(hi[-1], ends[1])
     return np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
 
 
 def band_from_spread(
-    x: FloatArray, center: FloatArray, spread: FloatArray, level: float, *, knots_shared: bool
+    x: FloatArray,
+    center: FloatArray,
+    spread: FloatArray,
+    level: float,
+    *,
+    knots_shared: bool,
+    ends: tuple[float, float],
 ) -> dict[str, Any]:
     """A band at ``level`` from the map at ``x`` and the log-odds standard deviation there."""
     half = norm.ppf(0.5 + level / 2.0) * spread
     c = logit(center)
-    low, high = contain(center, sigmoid(c - half), sigmoid(c + half), knots_shared=knots_shared)
+    low, high = contain(
+        center, sigmoid(c - half), sigmoid(c + half), knots_shared=knots_shared, ends=ends
+    )
     return {"level": float(level), "x": x.tolist(), "low": low.tolist(), "high": high.tolist()}
 
 
 def rescale_band(
-    band: Mapping[str, Any], center: FloatArray, level: float, *, knots_shared: bool
+    band: Mapping[str, Any],
+    center: FloatArray,
+    level: float,
+    *,
+    knots_shared: bool,
+    ends: tuple[float, float],
 ) -> dict[str, Any]:
     """The band at another level, from a stored one, assuming normal log-odds errors."""
     c = logit(center)
@@ -87,7 +109,9 @@ def rescale_band(
     high_z = logit(np.asarray(band["high"], dtype=np.float64))
     spread = np.maximum(c - low_z, high_z - c) / z_from
     x = np.asarray(band["x"], dtype=np.float64)
-    return band_from_spread(x, center, np.maximum(spread, 0.0), level, knots_shared=knots_shared)
+    return band_from_spread(
+        x, center, np.maximum(spread, 0.0), level, knots_shared=knots_shared, ends=ends
+    )
 
 
 def bootstrap_spread(

@@ -318,10 +318,28 @@ class Calibrator:
             if level not in self._bands:
                 x = np.asarray(band["x"], dtype=np.float64)
                 center = _APPLY[self.method](x, self._apply_params, self.input_clip)
-                shared = self.method == "isotonic" and band["x"] == self.params["x"]
-                self._bands[level] = rescale_band(band, center, level, knots_shared=shared)
+                ends = _APPLY[self.method](
+                    np.array([0.0, 1.0]), self._apply_params, self.input_clip
+                )
+                self._bands[level] = rescale_band(
+                    band,
+                    center,
+                    level,
+                    knots_shared=self._band_shares_knots(),
+                    ends=(float(ends[0]), float(ends[1])),
+                )
             band = self._bands[level]
         return band_interval(band, self.input_clip, p)
+
+    def _band_shares_knots(self) -> bool:
+        # An isotonic table whose knots inside the band's span are the band's x
+        # is linear between them, so containment at the knots is containment.
+        if self.method != "isotonic" or self.band is None:
+            return False
+        x = np.asarray(self.params["x"])
+        bx = self.band["x"]
+        inside = x[(x >= bx[0]) & (x <= bx[-1])]
+        return inside.tolist() == bx
 
     def to_artifact(self) -> dict[str, Any]:
         """The portable, JSON-safe ``calibrator/v1`` form (no segment or version)."""

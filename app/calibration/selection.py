@@ -17,7 +17,7 @@ from app.calibration.intervals import (
 )
 from app.calibration.methods import METHODS, Calibrator, FloatArray, fit_params
 from app.calibration.priors import Reference
-from app.calibration.validation import validate_scores_labels
+from app.calibration.validation import INPUT_CLIP, validate_scores_labels
 
 _LOSS_CLIP = 1e-15
 # Above this many samples, the stacking weights are estimated on a stratified
@@ -231,10 +231,11 @@ def fit_calibrator(
     average, record, refit = fit_average(p, y, reference, random_state)
     record["prior"] = None if prior is None else prior.method
     table = tabulate(average, p)
-    # The band shares the table's knots, so containing the map at the knots
-    # contains it everywhere.
-    x = np.asarray(table["x"])
-    center = np.asarray(table["y"])
+    # The band's knots are the table's inside the input clip (whose ends are
+    # table knots), so containing the map at them contains it everywhere.
+    table_x, table_y = np.asarray(table["x"]), np.asarray(table["y"])
+    inside = (table_x >= INPUT_CLIP[0]) & (table_x <= INPUT_CLIP[1])
+    x, center = table_x[inside], table_y[inside]
     iso_weight = record["weights"].get("isotonic", 0.0)
     # Smooth maps converge at n^-1/2, isotonic regression at n^-1/3.
     rate = 0.5 * (1.0 - iso_weight) + iso_weight / 3.0
@@ -244,5 +245,6 @@ def fit_calibrator(
     # have pulled it; the posterior's spread covers that (Nychka 1988, "Bayesian
     # confidence intervals for smoothing splines", JASA 83), so take the larger.
     spread = np.maximum(spread, average.posterior_logit_sd(x))
-    band = band_from_spread(x, center, spread, BAND_LEVEL, knots_shared=True)
+    ends = (float(table_y[0]), float(table_y[-1]))
+    band = band_from_spread(x, center, spread, BAND_LEVEL, knots_shared=True, ends=ends)
     return Calibrator("isotonic", table, selection=record, band=band)

@@ -78,7 +78,8 @@ def test_band_round_trips_through_json_with_the_same_numbers():
     cal = fit_calibrator(scores, labels)
     artifact = json.loads(json.dumps(cal.to_artifact()))
     assert artifact["format"] == "calibrator/v1" and artifact["band"]["level"] == 0.9
-    assert artifact["band"]["x"] == artifact["params"]["x"]
+    x, band_x = np.asarray(artifact["params"]["x"]), artifact["band"]["x"]
+    assert band_x == x[(x >= 1e-12) & (x <= 1.0 - 1e-12)].tolist()
     loaded = load_calibrator(artifact)
     for level in (0.9, 0.8):
         a, b = cal.predict_interval(GRID, level=level), loaded.predict_interval(GRID, level=level)
@@ -154,3 +155,23 @@ def test_band_covers_a_known_truth_about_as_often_as_it_claims():
         low, high = cal.predict_interval(evaluation, level=0.9)
         covered.append(np.mean((truth >= low) & (truth <= high)))
     assert 0.75 <= np.mean(covered) <= 1.0
+
+
+def test_scores_beyond_the_input_clip_keep_their_own_value_inside_the_band():
+    # A naive-Bayes-like analyzer: many findings at exactly 1.0 and at 1 - 1e-14,
+    # which are right at very different rates.
+    rng = np.random.default_rng(9)
+    body = rng.random(2000)
+    scores = np.concatenate([body, np.full(1000, 1.0 - 1e-14), np.full(1000, 1.0)])
+    truth = np.concatenate([body, np.full(1000, 0.6), np.full(1000, 0.95)])
+    labels = (rng.random(4000) < truth).astype(np.float64)
+    cal = fit_calibrator(scores, labels)
+    edge = np.array([0.0, 1e-14, 1.0 - 1e-14, 1.0])
+    fitted = cal.predict(edge)
+    assert fitted[3] - fitted[2] > 0.2
+    assert fitted[3] == pytest.approx(labels[3000:].mean(), abs=0.03)
+    low, high = cal.predict_interval(edge)
+    assert np.all((low <= fitted) & (fitted <= high))
+    for level in (0.5, 0.99):
+        low, high = cal.predict_interval(edge, level=level)
+        assert np.all((low <= fitted) & (fitted <= high))
