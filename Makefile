@@ -2,17 +2,25 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# `make run` installs what the service needs; `make test` adds the development tools.
+SERVICE_STAMP := $(VENV)/.installed-service
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint format migrate bench clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(SERVICE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $(SERVICE_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(SERVICE_STAMP)
 	$(BIN)/calibration-service migrate
 	$(BIN)/calibration-service serve --host 127.0.0.1 --port 8000
 
@@ -27,7 +35,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-migrate: $(STAMP)
+migrate: $(SERVICE_STAMP)
 	$(BIN)/calibration-service migrate
 
 clean:

@@ -18,6 +18,8 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 class UnauthorizedError(DomainError):
     status_code = 401
+    # RFC 9110 section 11.6.1: a 401 names the scheme the client should answer with.
+    headers = {"WWW-Authenticate": 'Bearer realm="calibration-service"'}
 
 
 class ForbiddenError(DomainError):

@@ -10,12 +10,17 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
 
-from app.config import Settings
+from app.config import Settings, settings_problems
+from app.logging import configure_logging
 
 logger = logging.getLogger("app.cli")
 
@@ -23,8 +28,18 @@ IMPORT_FIELDS = ("score", "label", "segment", "external_id", "source", "occurred
 MAX_LISTED_REJECTS = 20
 
 
+# A status check against a down server gives up after these retries (well under 3 s of
+# backoff); the other commands keep the client's default, as a bulk import should.
+STATUS_RETRIES = 2
+
+
 class CommandError(Exception):
-    """A failure worth one line on stderr and a non-zero exit."""
+    """A failure worth a line on stderr (one per problem) and a non-zero exit."""
+
+    def __init__(self, *lines: str, exit_code: int = 1) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
+        self.exit_code = exit_code
 
 
 # --------------------------------------------------------------------------- server side
@@ -36,8 +51,11 @@ def _serve(args: argparse.Namespace) -> int:
     from app.main import create_app
 
     settings = _settings()
+    configure_logging(json_lines=settings.log_json)
     if args.migrate:
-        _migrate(args)
+        _upgrade(settings, "head")
+        # A log line, not a print: with CALIB_LOG_JSON every line the server writes is JSON.
+        logger.info("database at revision head")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
         logger.warning(
             "serving on %s without API keys: anyone who can reach it can write", args.host
@@ -48,26 +66,55 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level,
         proxy_headers=True,
+        # None: uvicorn's loggers keep no handlers of their own and reach the one handler
+        # configure_logging installed (JSON lines when asked), each line printed once.
+        log_config=None,
     )
     return 0
 
 
-def _migrate(args: argparse.Namespace) -> int:
+def _upgrade(settings: Settings, revision: str) -> None:
     from app import migrations
 
-    settings = _settings()
     settings.ensure_sqlite_directory()
-    revision = getattr(args, "revision", "head") or "head"
     migrations.upgrade(settings.database_url, revision)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    revision = args.revision or "head"
+    _upgrade(_settings(), revision)
     print(f"database at revision {revision}")
     return 0
 
 
 def _settings() -> Settings:
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
-        raise CommandError(f"invalid settings: {exc.errors()[0]['msg']}") from exc
+        raise CommandError(*settings_problems(exc), exit_code=2) from exc
+    problems = _schedule_problems(settings)
+    if problems:
+        raise CommandError(*problems, exit_code=2)
+    return settings
+
+
+def _schedule_problems(settings: Settings) -> list[str]:
+    """The schedule settings the scheduler would refuse at startup, one line each."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from app.scheduler import cron_trigger
+
+    problems = []
+    try:
+        zone = ZoneInfo(settings.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"CALIB_TIMEZONE: unknown time zone {settings.timezone!r}")
+        zone = ZoneInfo("UTC")
+    try:
+        cron_trigger(settings.training_cron, zone)
+    except ValueError as exc:
+        problems.append(f"CALIB_TRAINING_CRON: {exc}")
+    return problems
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -79,21 +126,34 @@ def _demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- client side
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace, **options: Any) -> Any:
     from app.client import CalibrationClient
 
     return CalibrationClient(
-        args.url, api_key=args.api_key, segment=getattr(args, "segment", None) or "default"
+        args.url,
+        api_key=args.api_key,
+        segment=getattr(args, "segment", None) or "default",
+        **options,
     )
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
-        for row in [header, ["-" * w for w in widths], *rows]
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+def _print_table(rows: list[list[str]], header: list[str]) -> None:
+    """A table on stdout: fitted to a terminal, whole and unpadded lines into a pipe."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in header:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console = Console(highlight=False)
+    if console.is_terminal:
+        console.print(table)
+        return
+    # Scripts read these lines: never wrapped or truncated to a width.
+    console = Console(highlight=False, width=10_000)
+    with console.capture() as captured:
+        console.print(table)
+    # rich pads every cell to its column's width; a pipe gets the lines without that padding.
+    print("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -108,6 +168,11 @@ def _train(args: argparse.Namespace) -> int:
     with _client(args) as client:
         run = client.train(force=args.force, wait=args.wait, segment=args.segment)
     print(f"training run {run['id']} ({run['segment']}): {run['status']}")
+    if not args.wait and run["status"] in ("queued", "running"):
+        print(
+            f"follow it: GET {args.url.rstrip('/')}/v1/training-runs/{run['id']}"
+            " (or run this command with --wait)"
+        )
     if run.get("reason"):
         print(f"reason: {run['reason']}")
     results = run.get("evaluation_results") or {}
@@ -121,11 +186,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with _client(args, max_retries=STATUS_RETRIES) as client:
         report = client.health()
     print(f"status: {report['status']}")
     rows = [[name, check.get("status", "-")] for name, check in report["checks"].items()]
-    print(_table(rows, ["check", "status"]))
+    _print_table(rows, ["check", "status"])
     freshness = report["checks"].get("model_freshness", {}).get("segments", {})
     if freshness:
         print()
@@ -133,11 +198,11 @@ def _status(args: argparse.Namespace) -> int:
             [seg, f"v{m['version']}", m["method"], _fmt(m["age_days"], 2)]
             for seg, m in freshness.items()
         ]
-        print(_table(rows, ["segment", "active", "method", "age (days)"]))
+        _print_table(rows, ["segment", "active", "method", "age (days)"])
     if report["alerts"]:
         print()
         rows = [[a["severity"], a["code"], a["message"]] for a in report["alerts"]]
-        print(_table(rows, ["severity", "alert", "message"]))
+        _print_table(rows, ["severity", "alert", "message"])
     return 1 if report["status"] == "unhealthy" else 0
 
 
@@ -157,10 +222,8 @@ def _models_list(args: argparse.Namespace) -> int:
         ]
         for m in models
     ]
-    print(
-        _table(
-            rows, ["segment", "version", "status", "method", "ECE", "Brier", "n_train", "created"]
-        )
+    _print_table(
+        rows, ["segment", "version", "status", "method", "ECE", "Brier", "n_train", "created"]
     )
     return 0
 
@@ -186,7 +249,12 @@ def _parse_label(text: str) -> Any:
     return text
 
 
-def _csv_records(handle: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+# A line read from a file: its number, the record (or why it is not one), and the
+# ``received_at`` an export wrote beside it (None in other files).
+Line = tuple[int, dict[str, Any] | str, str | None]
+
+
+def _csv_records(handle: Iterable[str]) -> Iterator[Line]:
     reader = csv.DictReader(handle)
     for row in reader:
         record: dict[str, Any] = {}
@@ -208,27 +276,55 @@ def _csv_records(handle: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | 
                     record[key] = value
             else:
                 record[key] = value
-        yield reader.line_num, record
+        yield reader.line_num, record, row.get("received_at") or None
 
 
-def _ndjson_records(handle: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def _ndjson_records(handle: Iterable[str]) -> Iterator[Line]:
     for line_no, line in enumerate(handle, start=1):
         if not line.strip():
             continue
         try:
             parsed = json.loads(line)
         except ValueError as exc:
-            yield line_no, f"not JSON: {exc.msg}"
+            yield line_no, f"not JSON: {exc.msg}", None
             continue
         if not isinstance(parsed, dict):
-            yield line_no, "not a JSON object"
+            yield line_no, "not a JSON object", None
             continue
-        yield line_no, {key: parsed[key] for key in IMPORT_FIELDS if key in parsed}
+        record = {key: parsed[key] for key in IMPORT_FIELDS if key in parsed}
+        received = parsed.get("received_at")
+        yield line_no, record, received if isinstance(received, str) else None
 
 
 def _validation_reason(exc: ValidationError) -> str:
     error = exc.errors()[0]
     return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+
+
+def _file_format(path: Path, given: str | None) -> tuple[str, str | None]:
+    """The format to read ``path`` in, and a note to print when it was not obvious."""
+    if given:
+        return given, None
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv", None
+    if suffix in (".ndjson", ".jsonl"):
+        return "ndjson", None
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        first = next((line for line in handle if line.strip()), "")
+    fmt = "ndjson" if first.lstrip().startswith("{") else "csv"
+    why = "a JSON object" if fmt == "ndjson" else "not a JSON object"
+    return fmt, f"{path.name}: read as {fmt.upper()} (its first line is {why}; --format chooses)"
+
+
+def _same_instant(first: Any, second: str | None) -> bool:
+    if not isinstance(first, str) or second is None:
+        return False
+    try:
+        one, other = datetime.fromisoformat(first), datetime.fromisoformat(second)
+        return one == other
+    except (TypeError, ValueError):
+        return False  # unparseable, or one of them without a zone: not the export's pair
 
 
 class _CountingLines:
@@ -244,25 +340,16 @@ class _CountingLines:
             yield line
 
 
-class _Progress:
-    """A one-line progress bar on stderr, by bytes of the file read."""
-
-    def __init__(self, total_bytes: int, stream: TextIO) -> None:
-        self.total = max(total_bytes, 1)
-        self.stream = stream
-        self.enabled = stream.isatty() or os.environ.get("CALIB_PROGRESS") == "1"
-
-    def show(self, done_bytes: int, rows: int) -> None:
-        if not self.enabled:
-            return
-        fraction = min(done_bytes / self.total, 1.0)
-        bar = "#" * int(fraction * 30)
-        self.stream.write(f"\r[{bar:<30}] {fraction:4.0%} {rows:,} rows")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
+def _progress(total_bytes: int) -> Progress:
+    """A progress bar on stderr, by bytes of the file read (when a person is watching)."""
+    console = Console(stderr=True, force_terminal=os.environ.get("CALIB_PROGRESS") == "1" or None)
+    return Progress(
+        BarColumn(bar_width=30),
+        TextColumn("{task.percentage:>3.0f}% {task.fields[rows]:,} rows"),
+        console=console,
+        disable=not console.is_terminal,
+        transient=False,
+    )
 
 
 def _feedback_import(args: argparse.Namespace) -> int:
@@ -271,30 +358,50 @@ def _feedback_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.exists():
         raise CommandError(f"{path}: no such file")
-    fmt = args.format or ("csv" if path.suffix.lower() == ".csv" else "ndjson")
+    fmt, note = _file_format(path, args.format)
+    if note:
+        print(note, file=sys.stderr)
     rejected: list[tuple[int, str]] = []
     batch: list[dict[str, Any]] = []
     lines: list[int] = []
+    # Per batch item: the record without occurred_at when an export filled it in from
+    # received_at (the service stores its receive time when a record comes without one).
+    unfilled: list[dict[str, Any] | None] = []
     totals = {"inserted": 0, "duplicates": 0, "conflicts": 0}
-    progress = _Progress(path.stat().st_size, sys.stderr)
     rows = 0
 
-    with _client(args) as client, path.open(newline="", encoding="utf-8") as handle:
+    with (
+        _client(args) as client,
+        path.open(newline="", encoding="utf-8") as handle,
+        _progress(path.stat().st_size) as progress,
+    ):
+        task = progress.add_task("import", total=max(path.stat().st_size, 1), rows=0)
 
         def flush() -> None:
             summary = client.send_feedback(batch)
             totals["inserted"] += summary.inserted
             totals["duplicates"] += summary.duplicates
-            totals["conflicts"] += len(summary.conflicts)
+            conflicts = summary.conflicts
+            retry = [i for i in conflicts if unfilled[i] is not None]
+            if retry:
+                # A record this service exported: it was sent without occurred_at, so its
+                # stored body has none. Offered again that way, it is a duplicate.
+                again = client.send_feedback([unfilled[i] for i in retry])
+                totals["inserted"] += again.inserted
+                totals["duplicates"] += again.duplicates
+                conflicts = [i for i in conflicts if i not in retry]
+                conflicts += [retry[j] for j in again.conflicts]
+            totals["conflicts"] += len(conflicts)
             rejected.extend(
-                (lines[i], "external_id stored with a different body") for i in summary.conflicts
+                (lines[i], "external_id stored with a different body") for i in conflicts
             )
             batch.clear()
             lines.clear()
+            unfilled.clear()
 
         counted = _CountingLines(handle)
         records = _csv_records(counted) if fmt == "csv" else _ndjson_records(counted)
-        for line_no, record in records:
+        for line_no, record, received_at in records:
             rows += 1
             if isinstance(record, str):
                 rejected.append((line_no, record))
@@ -311,14 +418,18 @@ def _feedback_import(args: argparse.Namespace) -> int:
                     f"{path.name}:{line_no}:{json.dumps(record, sort_keys=True)}".encode()
                 )
                 record["external_id"] = f"import-{digest.hexdigest()[:32]}"
+            filled = _same_instant(record.get("occurred_at"), received_at)
+            unfilled.append(
+                {k: v for k, v in record.items() if k != "occurred_at"} if filled else None
+            )
             batch.append(record)
             lines.append(line_no)
             if len(batch) >= args.batch_size:
                 flush()
-                progress.show(counted.bytes, rows)
+                progress.update(task, completed=counted.bytes, rows=rows)
         if batch:
             flush()
-    progress.close()
+        progress.update(task, completed=max(counted.bytes, 1), rows=rows)
     print(
         f"inserted {totals['inserted']}, duplicates {totals['duplicates']}, "
         f"conflicts {totals['conflicts']}, rejected {len(rejected)} of {rows} rows"
@@ -345,6 +456,18 @@ def _feedback_export(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def _timestamp_argument(text: str) -> str:
+    """An ISO 8601 date or date-time, passed on in the form the service documents."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO 8601 date (2026-11-29) nor a date-time "
+            "(2026-11-29T10:00:00Z)"
+        ) from None
+    return parsed.isoformat()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -413,12 +536,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exporting.add_argument("--format", choices=("csv", "ndjson"), default="ndjson")
     exporting.add_argument("--segment")
-    exporting.add_argument("--since", help="ISO 8601: records received at or after")
+    exporting.add_argument(
+        "--since",
+        type=_timestamp_argument,
+        help="records received at or after: an ISO 8601 date (2026-11-29, midnight UTC) or "
+        "date-time (2026-11-29T10:00:00Z; without an offset: UTC)",
+    )
     exporting.add_argument("--output", "-o", help="a file (default: stdout)")
     exporting.set_defaults(handler=_feedback_export)
 
     demo = commands.add_parser(
-        "demo", parents=[remote], help="play an overconfident analyzer and train"
+        "demo",
+        help="play an overconfident analyzer and train (in-process on a throwaway database)",
+    )
+    # No CALIB_URL default here: without --url the demo never touches a real service.
+    demo.add_argument("--url", help="play against this running service instead")
+    demo.add_argument(
+        "--api-key", default=os.environ.get("CALIB_API_KEY"), help="an API key (env CALIB_API_KEY)"
     )
     demo.set_defaults(handler=_demo)
     return parser
@@ -432,12 +566,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(json_lines=False)
     try:
         return args.handler(args)
     except CommandError as exc:
-        print(f"calibration-service: {exc}", file=sys.stderr)
+        for line in exc.lines:
+            print(f"calibration-service: {line}", file=sys.stderr)
+        return exc.exit_code
     except CalibrationServiceError as exc:
         print(
             f"calibration-service: the service refused: HTTP {exc.status_code}: {exc.detail}",

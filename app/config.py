@@ -7,10 +7,10 @@ import logging
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     env: Literal["development", "production", "test"] = "development"
     database_url: str = DEFAULT_DATABASE_URL
     database_pool_size: int = Field(default=5, ge=1)
-    api_keys: dict[str, list[str]] = Field(default_factory=dict)
+    # NoDecode: the validator below parses the text, so bad JSON is a one-line settings error.
+    api_keys: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
     docs_enabled: bool = True
 
     max_batch_size: int = Field(default=10_000, ge=1)
@@ -58,9 +59,17 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
-        return value
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return {}
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise ValueError(
+                'must be a JSON object such as {"a-key-of-16-chars+": ["read"]}: '
+                f"{exc.msg} at character {exc.pos}"
+            ) from exc
 
     @field_validator("api_keys")
     @classmethod
@@ -88,3 +97,13 @@ class Settings(BaseSettings):
         match = re.match(r"sqlite\+?\w*:///(.+)", self.database_url)
         if match and match.group(1) != ":memory:":
             Path(match.group(1)).parent.mkdir(parents=True, exist_ok=True)
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """One line per invalid setting, naming its environment variable and the reason."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        reason = error["msg"].removeprefix("Value error, ")
+        lines.append(f"CALIB_{field.upper()}: {reason}" if field else reason)
+    return lines

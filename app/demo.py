@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic_settings import BaseSettings
 
 N_SAMPLES = 72
 
@@ -25,16 +26,27 @@ def overconfident_analyzer(n: int, seed: int) -> list[dict[str, Any]]:
 
 @contextmanager
 def in_process_service() -> Iterator[str]:
-    """Serve the app on a free loopback port from a throwaway SQLite database."""
+    """Serve the app on a free loopback port from a throwaway SQLite database.
+
+    Its settings are the defaults, whatever ``CALIB_*`` says: the environment describes the
+    operator's real service (its database, keys, scheduler), which the demo must not touch.
+    """
     from app import migrations
     from app.config import Settings
     from app.devserver import serve_in_thread
     from app.main import create_app
 
+    class ThrowawaySettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: Any, *_sources: Any, **_: Any
+        ) -> tuple[Any, ...]:
+            return (init_settings,)
+
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{Path(folder) / 'demo.db'}"
         migrations.upgrade(url)
-        with serve_in_thread(create_app(Settings(database_url=url))) as base_url:
+        with serve_in_thread(create_app(ThrowawaySettings(database_url=url))) as base_url:
             yield base_url
 
 
@@ -72,6 +84,7 @@ def report(run: dict[str, Any]) -> str:
 
 
 def main(url: str | None = None, api_key: str | None = None) -> int:
+    """Play against ``url``, or without it in-process on a throwaway database."""
     if url:
         run = play(url, api_key=api_key)
     else:

@@ -1,13 +1,20 @@
-"""Logging setup: plain lines by default, one JSON object per line when asked."""
+"""Logging setup: one handler for the whole process, plain lines or one JSON object per line."""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Libraries whose lines go through our handler: uvicorn and Alembic install handlers of their
+# own (printing each line twice, and never as JSON), APScheduler is listed for completeness.
+_LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "apscheduler", "alembic")
+# Chatty at INFO without telling an operator anything: Alembic's plugin set-up (seven lines at
+# every migration check) and httpx's line per request.
+_QUIET_LOGGERS = ("alembic.runtime.plugins", "httpx")
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,14 +31,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _ServiceHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the ``sys.stderr`` of the moment, so a replaced stream is never written to."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def configure_logging(*, json_lines: bool, level: int = logging.INFO) -> None:
-    """Configure the ``app`` logger once; repeated calls replace its handler."""
-    logger = logging.getLogger("app")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    handler = logging.StreamHandler()
+    """Send every logger's lines through one root handler; repeated calls replace it."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _ServiceHandler):
+            root.removeHandler(handler)
+    handler = _ServiceHandler()
     handler.setFormatter(
         JsonFormatter() if json_lines else logging.Formatter("%(levelname)s %(name)s: %(message)s")
     )
-    logger.addHandler(handler)
-    logger.setLevel(level)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("app", *_LIBRARY_LOGGERS):
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

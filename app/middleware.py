@@ -7,7 +7,6 @@ contract that every error is ``{"detail": ...}``.
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -23,25 +22,29 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            response = JSONResponse(
-                status_code=413,
-                content={"detail": f"request body exceeds {self.max_bytes} bytes"},
-                headers={"Connection": "close"},
-            )
-            await response(scope, receive, send)
-            return
-
+        oversized = declared is not None and (
+            not declared.isdigit() or int(declared) > self.max_bytes
+        )
         received = 0
 
         async def limited_receive() -> Message:
+            # A declared oversize is refused at the first read, before any byte of the body
+            # is awaited; like a streamed one, after routing, so /metrics names its route.
             nonlocal received
+            if oversized:
+                raise self._too_large()
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    # FastAPI re-raises HTTPExceptions met while reading the body.
-                    raise HTTPException(413, f"request body exceeds {self.max_bytes} bytes")
+                    raise self._too_large()
             return message
 
         await self.app(scope, limited_receive, send)
+
+    def _too_large(self) -> HTTPException:
+        # FastAPI re-raises HTTPExceptions met while reading the body; the rest of the body
+        # is never read, so the connection cannot be reused.
+        return HTTPException(
+            413, f"request body exceeds {self.max_bytes} bytes", headers={"Connection": "close"}
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Protocol, TypeVar
@@ -25,12 +26,36 @@ CursorQuery = Annotated[
 ]
 
 
+# Query parameters also take a plain date (its midnight, UTC): "--since 2026-11-29". Exactly
+# the texts datetime.fromisoformat reads as an existing instant of 1970-2099, so every string
+# the documented pattern admits is accepted: real month lengths, February 29 in leap years.
+_YEAR = r"(19[7-9][0-9]|20[0-9][0-9])"
+_LEAP_YEAR = r"(19(7[26]|8[048]|9[26])|20([02468][048]|[13579][26]))"
+_MONTH_DAY = (
+    r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])"
+    r"|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+    r"|02-(0[1-9]|1[0-9]|2[0-8]))"
+)
+_TIME = (
+    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?"
+)
+QUERY_TIMESTAMP_PATTERN = f"^({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29){_TIME}$"
+_QUERY_TIMESTAMP = re.compile(QUERY_TIMESTAMP_PATTERN)
+_TIMESTAMP_HELP = (
+    "an ISO 8601 date (2026-11-29) or date-time (2026-11-29T10:00:00Z) of the years 1970-2099"
+)
+
+
 def timestamp_query(description: str) -> object:
-    """A query parameter holding an ISO 8601 date-time (numbers are not read as epochs)."""
+    """A query parameter holding an ISO 8601 date or date-time (numbers are not read as epochs).
+
+    The pattern is documented but checked by ``parse_timestamp``, whose 422 explains the
+    accepted forms instead of quoting the regular expression.
+    """
     return Query(
-        pattern=TIMESTAMP_PATTERN,
-        description=description,
-        json_schema_extra={"format": "date-time"},
+        description=f"{description}: {_TIMESTAMP_HELP}; without an offset, UTC",
+        json_schema_extra={"pattern": QUERY_TIMESTAMP_PATTERN},
     )
 
 
@@ -63,9 +88,11 @@ def parse_timestamp(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
+        if not _QUERY_TIMESTAMP.fullmatch(value):
+            raise ValueError(value)
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
         raise InvalidInputError(
-            [{"loc": ["query", name], "msg": "not an ISO 8601 date-time", "type": "value_error"}]
+            [{"loc": ["query", name], "msg": f"expected {_TIMESTAMP_HELP}", "type": "value_error"}]
         ) from exc
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)

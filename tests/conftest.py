@@ -147,3 +147,37 @@ def live_server(app: FastAPI) -> Iterator[str]:
 
     with serve_in_thread(app) as base_url:
         yield base_url
+
+
+class DroppingListener:
+    """A loopback port that accepts and at once closes every connection, counting them."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._drop, daemon=True).start()
+
+    def _drop(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+@pytest.fixture
+def dropping_listener() -> Iterator[DroppingListener]:
+    listener = DroppingListener()
+    try:
+        yield listener
+    finally:
+        listener.close()

@@ -31,6 +31,8 @@ def test_missing_or_wrong_key_is_401(secured: TestClient) -> None:
     wrong = secured.post("/v1/feedback", json=RECORD, headers={"X-API-Key": "nope-nope-nope-nope"})
     assert wrong.status_code == 401
     assert wrong.json() == {"detail": "missing or invalid API key"}
+    # RFC 9110: a 401 names the authentication scheme to use.
+    assert wrong.headers["WWW-Authenticate"].startswith("Bearer")
     assert secured.get("/v1/feedback/stats").status_code == 401
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import overconfident_feedback
+from conftest import DroppingListener, overconfident_feedback, wait_for_run
 
 from app import migrations
 from app.cli import main
@@ -169,4 +170,143 @@ def test_import_shows_progress_when_asked(
         capsys, "feedback", "import", str(path), "--batch-size", "100", "--url", live_server
     )
     assert code == 0 and "inserted 300" in out
-    assert "100% 300 rows" in err and "[" + "#" * 30 + "]" in err
+    # rich's bar: 30 cells, all drawn complete at the end.
+    assert "100% 300 rows" in err and "━" * 30 in err
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_own_export_reimports_as_duplicates(
+    live_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """Records sent without occurred_at are exported with the received time filled in."""
+    from app.client import CalibrationClient
+
+    items = overconfident_feedback(40)
+    items[0] |= {"occurred_at": "2026-01-02T03:04:05.5+01:00", "metadata": {"b": 1, "a": [2]}}
+    items[1] |= {"source": "analyzer-2.3"}
+    with CalibrationClient(live_server) as client:
+        assert client.send_feedback(items).inserted == 40
+    exported = tmp_path / f"out.{fmt}"
+    code, _, _ = run(
+        capsys, "feedback", "export", "--format", fmt, "-o", str(exported), "--url", live_server
+    )
+    assert code == 0
+    code, out, _ = run(capsys, "feedback", "import", str(exported), "--url", live_server)
+    assert "inserted 0, duplicates 40, conflicts 0, rejected 0 of 40 rows" in out
+    assert code == 0
+    assert len(stored(live_server)) == 40
+
+
+def test_import_still_reports_a_real_conflict_of_an_exported_record(
+    live_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    httpx.post(
+        f"{live_server}/v1/feedback", json={"score": 0.3, "label": False, "external_id": "k-1"}
+    ).raise_for_status()
+    exported = tmp_path / "out.ndjson"
+    run(capsys, "feedback", "export", "-o", str(exported), "--url", live_server)
+    record = json.loads(exported.read_text())
+    exported.write_text(json.dumps(record | {"label": True}) + "\n")
+    code, out, _ = run(capsys, "feedback", "import", str(exported), "--url", live_server)
+    assert code == 1
+    assert "inserted 0, duplicates 0, conflicts 1" in out
+    assert "line 1: external_id stored with a different body" in out
+
+
+def test_invalid_settings_are_one_line_each_naming_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CALIB_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    monkeypatch.setenv("CALIB_API_KEYS", '{"k": ["read"]')
+    monkeypatch.setenv("CALIB_MAX_BATCH_SIZE", "0")
+    code, out, err = run(capsys, "migrate")
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("calibration-service: CALIB_API_KEYS: must be a JSON object")
+    assert lines[1].startswith("calibration-service: CALIB_MAX_BATCH_SIZE: ")
+
+    monkeypatch.setenv("CALIB_API_KEYS", '{"short-key": ["read"]}')
+    monkeypatch.delenv("CALIB_MAX_BATCH_SIZE")
+    code, _, err = run(capsys, "serve")
+    assert code == 2
+    assert err.splitlines() == [
+        "calibration-service: CALIB_API_KEYS: every API key must be at least 16 characters long"
+    ]
+    assert "short-key" not in err
+
+    monkeypatch.delenv("CALIB_API_KEYS")
+    monkeypatch.setenv("CALIB_TIMEZONE", "Mars/Olympus_Mons")
+    monkeypatch.setenv("CALIB_TRAINING_CRON", "0 2 * *")
+    code, _, err = run(capsys, "serve")
+    assert code == 2
+    assert err.splitlines() == [
+        "calibration-service: CALIB_TIMEZONE: unknown time zone 'Mars/Olympus_Mons'",
+        "calibration-service: CALIB_TRAINING_CRON: cron expression '0 2 * *' needs 5 fields, got 4",
+    ]
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_export_since_takes_a_date_or_a_date_time(
+    live_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    httpx.post(
+        f"{live_server}/v1/feedback/batch", json={"items": overconfident_feedback(5)}
+    ).raise_for_status()
+    today = datetime.now(UTC).date()
+    counts = {}
+    for since in (today, today + timedelta(days=1), f"{today}T00:00:00+14:00"):
+        exported = tmp_path / "out.ndjson"
+        code, _, err = run(
+            capsys, "feedback", "export", "--since", str(since), "-o", str(exported),
+            "--url", live_server,
+        )  # fmt: skip
+        assert code == 0, err
+        counts[str(since)] = len(exported.read_text().splitlines())
+    assert list(counts.values()) == [5, 0, 5]
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["feedback", "export", "--since", "yesterday", "--url", live_server])
+    assert exit_info.value.code == 2
+    assert "'yesterday' is neither an ISO 8601 date (2026-11-29) nor a date-time" in (
+        capsys.readouterr().err
+    )
+
+
+def test_status_against_a_down_server_gives_up_after_two_retries(
+    capsys: pytest.CaptureFixture[str], dropping_listener: DroppingListener
+) -> None:
+    """A server that drops every connection: the attempts are counted, not timed."""
+    url = dropping_listener.url
+    code, _, err = run(capsys, "status", "--url", url)
+    assert code == 1 and err.startswith(f"calibration-service: cannot reach {url}")
+    assert dropping_listener.connections == 3
+
+
+def test_import_of_a_txt_file_says_which_format_it_assumed(
+    live_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "reviews.txt"
+    path.write_text("score,label\n0.9,true\n0.2,false\n")
+    code, out, err = run(capsys, "feedback", "import", str(path), "--url", live_server)
+    assert code == 0 and "inserted 2" in out
+    assert "reviews.txt: read as CSV" in err and "--format" in err
+
+    path.write_text('{"score": 0.4, "label": true}\n')
+    code, out, err = run(capsys, "feedback", "import", str(path), "--url", live_server)
+    assert code == 0 and "inserted 1" in out and "reviews.txt: read as NDJSON" in err
+
+
+def test_train_without_wait_tells_where_to_follow_the_run(
+    live_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    httpx.post(
+        f"{live_server}/v1/feedback/batch", json={"items": overconfident_feedback(100)}
+    ).raise_for_status()
+    code, out, _ = run(capsys, "train", "--url", live_server)
+    assert code == 0
+    run_id = int(re.search(r"training run (\d+) \(default\): (queued|running)", out).group(1))
+    assert f"{live_server}/v1/training-runs/{run_id}" in out and "--wait" in out
+    wait_for_run(httpx.Client(base_url=live_server), run_id)

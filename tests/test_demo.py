@@ -1,20 +1,62 @@
-"""The seed's demo runs end to end in-process and prints the figures it promises."""
+"""The seed's demo: the installed command plays in-process, on a throwaway database."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from conftest import DroppingListener
 
-from app.demo import main
+COMMAND = str(Path(sys.executable).parent / "calibration-service")
 
 
-def test_demo_prints_method_metrics_and_decision(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main() == 0
-    out = capsys.readouterr().out
+@pytest.mark.slow
+def test_demo_prints_method_metrics_and_decision(
+    tmp_path: Path, dropping_listener: DroppingListener
+) -> None:
+    """No --url: nothing reaches CALIB_URL's service, its database or ./data.
+
+    CALIB_URL points at a listener that counts connections, CALIB_DATABASE_URL at a file that
+    must not appear, CALIB_API_KEYS would lock the demo out if the service used it.
+    """
+    real_db = tmp_path / "real" / "calibration.db"
+    env = os.environ | {
+        "CALIB_URL": dropping_listener.url,
+        "CALIB_DATABASE_URL": f"sqlite:///{real_db}",
+        "CALIB_API_KEYS": '{"0123456789abcdef-key": ["admin"]}',
+        "CALIB_SCHEDULER_ENABLED": "true",
+    }
+    env.pop("CALIB_API_KEY", None)
+    done = subprocess.run(
+        [COMMAND, "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     assert "72 feedback samples" in out
     assert re.search(r"method chosen: (platt|beta|isotonic|histogram)", out)
     ece = re.search(r"ECE\s+before (\d\.\d+)\s+after (\d\.\d+)", out)
     assert ece and float(ece.group(2)) < float(ece.group(1))
     assert re.search(r"Brier before \d\.\d+\s+after \d\.\d+", out)
     assert "gate: deployed" in out
+    assert dropping_listener.connections == 0
+    assert not real_db.exists() and not (tmp_path / "data").exists()
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_with_url_plays_against_that_service(
+    live_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import httpx
+
+    from app.cli import main
+
+    assert main(["demo", "--url", live_server]) == 0
+    assert "gate: deployed" in capsys.readouterr().out
+    segments = httpx.get(f"{live_server}/v1/feedback/stats").json()["by_segment"]
+    assert [s for s in segments if s.startswith("demo-")] and sum(
+        s["total"] for s in segments.values()
+    ) == 72

@@ -61,3 +61,20 @@ def test_metrics_follow_feedback_training_and_requests(client: TestClient) -> No
     )
     assert sample(text, "calib_http_requests_total", route="/v1/feedback/batch", status="201") == 1
     assert "/v1/training-runs/1" not in text
+
+
+def test_refused_bodies_are_counted_under_their_route(clean_database: str) -> None:
+    """413 for a declared oversize (refused before routing) and for a chunked one."""
+    from app.config import Settings
+    from app.main import create_app
+
+    settings = Settings(database_url=clean_database, max_body_bytes=2048)
+    with TestClient(create_app(settings)) as client:
+        declared = client.post("/v1/feedback/batch", content=b"x" * 4096)
+        chunked = client.post("/v1/feedback", content=(b"x" * 1000 for _ in range(5)))
+        assert (declared.status_code, chunked.status_code) == (413, 413)
+        assert chunked.request.headers["transfer-encoding"] == "chunked"
+        text = client.get("/metrics").text
+    assert sample(text, "calib_http_requests_total", route="/v1/feedback/batch", status="413") == 1
+    assert sample(text, "calib_http_requests_total", route="/v1/feedback", status="413") == 1
+    assert sample(text, "calib_http_requests_total", route="unmatched", status="413") is None

@@ -1,4 +1,4 @@
-"""Calibration and accuracy metrics, defined once (see DESIGN.md, "Metrics")."""
+"""Calibration and accuracy metrics, defined once (docs/metrics.md has the definitions)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,9 @@ def _wilson(successes: float, n: float, z: float) -> tuple[float, float]:
     denom = 1.0 + z * z / n
     centre = (rate + z * z / (2.0 * n)) / denom
     half = z * np.sqrt(rate * (1.0 - rate) / n + z * z / (4.0 * n * n)) / denom
-    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+    # In exact arithmetic the interval contains the rate; in floating point a bound can land a
+    # rounding error past a rate of exactly 0 or 1, so clamp it back (Wilson 1927, JASA 22).
+    return min(rate, max(0.0, float(centre - half))), max(rate, min(1.0, float(centre + half)))
 
 
 def reliability_bins(

@@ -71,8 +71,10 @@ def _curve(axes: Any, series: _Series) -> None:
         return
     x = [b.mean_confidence for b in filled]
     y = [b.observed_rate for b in filled]
-    below = [b.observed_rate - b.ci_low for b in filled]
-    above = [b.ci_high - b.observed_rate for b in filled]
+    # Runs stored before the bounds were clamped may hold a bound a rounding error past the
+    # rate; matplotlib refuses negative error bars.
+    below = [max(0.0, b.observed_rate - b.ci_low) for b in filled]
+    above = [max(0.0, b.ci_high - b.observed_rate) for b in filled]
     curve = axes.errorbar(
         x,
         y,

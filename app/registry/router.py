@@ -27,8 +27,9 @@ router = APIRouter(tags=["models"])
 
 _read = [Depends(require_scope("read"))]
 SegmentQuery = Annotated[str, Query(pattern=SEGMENT_PATTERN)]
-SegmentPath = Annotated[str, Path(pattern=SEGMENT_PATTERN)]
-VersionPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
+# The examples document the usual case, and lead a fuzzer to a stored version.
+SegmentPath = Annotated[str, Path(pattern=SEGMENT_PATTERN, examples=["default"])]
+VersionPath = Annotated[int, Path(ge=1, le=2_147_483_647, examples=[1])]
 LimitQuery = Annotated[int, Query(ge=1, le=500)]
 
 

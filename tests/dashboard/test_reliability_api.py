@@ -265,3 +265,68 @@ def test_pictures_drawn_in_parallel_threads_equal_one_drawn_alone(seeded: TestCl
     assert all(picture == alone for picture in drawn)
     served = seeded.get("/v1/models/default/1/reliability", params={"format": "png"}).content
     assert served == alone
+
+
+def test_bins_observed_at_exactly_zero_and_one_are_drawn(client: TestClient) -> None:
+    """Perfectly separable labels: bins at rate 0 and 1 whose Wilson bounds round past the rate.
+
+    Wilson's bound computed in floating point lands a hair inside [0, 1] for some counts (rate 1
+    with 10 records, rate 0 with 3), which once made the picture endpoints answer 500.
+    """
+    rng = np.random.default_rng(5)
+    scores = rng.uniform(0.0, 1.0, 400)
+    items = [{"score": float(s), "label": bool(s >= 0.5)} for s in scores]
+    assert client.post("/v1/feedback/batch", json={"items": items}).status_code == 201
+    run = train(client, force=True)
+    version = run["model_version"]
+    activated = client.post(f"/v1/models/default/{version}/activate", json={})
+    assert activated.status_code == 200, activated.text
+    # Recent feedback after the training data: 10 right findings near 1, 3 wrong ones near 0.
+    recent = [{"score": 0.995, "label": True}] * 10 + [{"score": 0.005, "label": False}] * 3
+    assert client.post("/v1/feedback/batch", json={"items": recent}).status_code == 201
+
+    data = client.get(f"/v1/models/default/{version}/reliability").json()
+    bins = data["recent"]["bins"]
+    assert (bins[9]["count"], bins[9]["observed_rate"]) == (10, 1.0)
+    assert (bins[0]["count"], bins[0]["observed_rate"]) == (3, 0.0)
+    assert bins[9]["ci_high"] == 1.0 and bins[0]["ci_low"] == 0.0
+    every = [*data["recent"]["bins"], *data["validation"]["candidate"]]
+    every += data["validation"]["production"]
+    for row in every:
+        if row["count"]:
+            assert row["ci_low"] <= row["observed_rate"] <= row["ci_high"]
+    for fmt, media in (("svg", "image/svg+xml"), ("png", "image/png")):
+        picture = client.get(f"/v1/models/default/{version}/reliability", params={"format": fmt})
+        assert picture.status_code == 200, picture.text
+        assert picture.headers["content-type"].startswith(media)
+
+
+@pytest.mark.parametrize("fmt", ["svg", "png"])
+def test_stored_bins_with_bounds_a_hair_past_the_rate_are_drawn(fmt: str) -> None:
+    # Versions trained before the bounds were clamped keep such numbers in their stored run.
+    below_one = 1.0 - 2.0**-52
+    rows = [
+        {"bin": 0, "lower": 0.0, "upper": 0.1, "count": 3, "mean_confidence": 0.05,
+         "observed_rate": 0.0, "ci_low": 1e-17, "ci_high": 0.56},
+        {"bin": 9, "lower": 0.9, "upper": 1.0, "count": 10, "mean_confidence": 0.95,
+         "observed_rate": 1.0, "ci_low": 0.72, "ci_high": below_one},
+    ]  # fmt: skip
+    data = ReliabilityRead.model_validate(
+        {
+            "segment": "default",
+            "version": 1,
+            "status": "active",
+            "method": "isotonic",
+            "validation": {
+                "training_run_id": 1,
+                "n_validation": 13,
+                "method": "isotonic",
+                "production_method": None,
+                "candidate": rows,
+                "production": rows,
+            },
+            "recent": None,
+        }
+    )
+    picture = charts.render(charts.reliability_figure(data), fmt)
+    assert picture.startswith(b"\x89PNG" if fmt == "png" else b"<?xml")

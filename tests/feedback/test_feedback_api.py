@@ -499,3 +499,29 @@ def test_metadata_may_hold_the_text_of_an_escaped_nul(client: TestClient) -> Non
     assert response.json()["metadata"] == {"pattern": "\\u0000"}
     batch = client.post("/v1/feedback/batch", json={"items": [body]})
     assert batch.status_code == 201 and batch.json()["inserted"] == 1
+
+
+def test_since_takes_a_date_or_a_date_time_and_explains_a_bad_one(client: TestClient) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    client.post("/v1/feedback/batch", json={"items": [{"score": 0.5, "label": True}] * 3})
+    today = datetime.now(UTC).date()
+    tomorrow = today + timedelta(days=1)
+    for path in ("/v1/feedback", "/v1/feedback/export"):
+        for since, expected in ((today, 3), (tomorrow, 0), (f"{today}T00:00Z", 3)):
+            response = client.get(path, params={"since": str(since)})
+            assert response.status_code == 200, response.text
+            found = (
+                len(response.json()["items"])
+                if path == "/v1/feedback"
+                else len(response.text.splitlines())
+            )
+            assert found == expected, (path, since)
+    assert client.get("/v1/models/history", params={"at": str(today)}).status_code == 200
+    for bad in ("yesterday", "29.11.2026", "1969-12-31", "2026-11-29T25:00:00Z"):
+        response = client.get("/v1/feedback", params={"since": bad})
+        assert response.status_code == 422
+        (error,) = response.json()["detail"]
+        assert error["loc"] == ["query", "since"]
+        assert "ISO 8601 date (2026-11-29) or date-time" in error["msg"]
+        assert "^" not in error["msg"]

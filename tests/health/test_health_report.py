@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from datetime import timedelta
 
 import pytest
@@ -13,6 +12,7 @@ from sqlalchemy import create_engine, update
 
 from app.config import Settings
 from app.db import utcnow
+from app.logging import configure_logging
 from app.main import create_app
 from app.registry.models import ModelVersion
 from app.training.models import TrainingRun
@@ -134,4 +134,4 @@ def test_training_outcomes_and_alerts_are_json_log_lines(
     outcome = next(line for line in lines if line.get("event") == "training_outcome")
     assert outcome["status"] == "deployed" and outcome["segment"] == "default"
     assert outcome["level"] == "INFO" and "time" in outcome
-    logging.getLogger("app").handlers.clear()
+    configure_logging(json_lines=False)
