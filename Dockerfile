@@ -23,8 +23,11 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/src/pypro
     && pip install --requirement /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# Then the package, a plain install (the Alembic scripts ship inside it); no source stays behind.
+# Then the package, a plain install: the Alembic scripts ship inside it, and so does the
+# client's artifact code (clients/python), which the service applies calibrators with. No source
+# stays behind.
 COPY README.md /tmp/src/
+COPY clients/python /tmp/src/clients/python
 COPY app /tmp/src/app
 RUN pip install --no-deps /tmp/src \
     && rm -rf /tmp/src \

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVICE_STAMP := $(VENV)/.installed-service
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format migrate bench clean
+.PHONY: run test test-all lint format migrate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,21 @@ run: $(SERVICE_STAMP)
 	$(BIN)/calibration-service migrate
 	$(BIN)/calibration-service serve --host 127.0.0.1 --port 8000
 
+# Tests run on two workers. Slow ones (browser, subprocess faults, fuzzing, fresh installs) are
+# left to CI (CI=true) and to `make test-all`.
+PYTEST_WORKERS ?= 2
+SLOW := $(if $(filter true,$(CI)),,-m "not slow")
+
 test: $(STAMP) lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) $(SLOW)
+
+test-all: $(STAMP) lint
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -39,4 +48,4 @@ migrate: $(SERVICE_STAMP)
 	$(BIN)/calibration-service migrate
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache *.egg-info

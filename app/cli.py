@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
-import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -24,7 +21,6 @@ from app.logging import configure_logging
 
 logger = logging.getLogger("app.cli")
 
-IMPORT_FIELDS = ("score", "label", "segment", "external_id", "source", "occurred_at", "metadata")
 MAX_LISTED_REJECTS = 20
 
 
@@ -102,7 +98,7 @@ def _schedule_problems(settings: Settings) -> list[str]:
     """The schedule settings the scheduler would refuse at startup, one line each."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from app.scheduler import cron_trigger
+    from app.scheduling.scheduler import cron_trigger
 
     problems = []
     try:
@@ -167,31 +163,31 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def _train(args: argparse.Namespace) -> int:
     with _client(args) as client:
         run = client.train(force=args.force, wait=args.wait, segment=args.segment)
-    print(f"training run {run['id']} ({run['segment']}): {run['status']}")
-    if not args.wait and run["status"] in ("queued", "running"):
+    print(f"training run {run.id} ({run.segment}): {run.status}")
+    if not args.wait and not run.finished:
         print(
-            f"follow it: GET {args.url.rstrip('/')}/v1/training-runs/{run['id']}"
+            f"follow it: GET {args.url.rstrip('/')}/v1/training-runs/{run.id}"
             " (or run this command with --wait)"
         )
-    if run.get("reason"):
-        print(f"reason: {run['reason']}")
-    results = run.get("evaluation_results") or {}
+    if run.reason:
+        print(f"reason: {run.reason}")
+    results = run.evaluation_results or {}
     if results:
         before, after = results["production"], results["candidate"]
         print(
             f"method {results['method']}: ECE {before['ece']:.4f} -> {after['ece']:.4f}, "
             f"Brier {before['brier']:.4f} -> {after['brier']:.4f}"
         )
-    return 1 if run["status"] == "failed" else 0
+    return 1 if run.status == "failed" else 0
 
 
 def _status(args: argparse.Namespace) -> int:
     with _client(args, max_retries=STATUS_RETRIES) as client:
         report = client.health()
-    print(f"status: {report['status']}")
-    rows = [[name, check.get("status", "-")] for name, check in report["checks"].items()]
+    print(f"status: {report.status}")
+    rows = [[name, check.get("status", "-")] for name, check in report.checks.items()]
     _print_table(rows, ["check", "status"])
-    freshness = report["checks"].get("model_freshness", {}).get("segments", {})
+    freshness = report.checks.get("model_freshness", {}).get("segments", {})
     if freshness:
         print()
         rows = [
@@ -199,11 +195,11 @@ def _status(args: argparse.Namespace) -> int:
             for seg, m in freshness.items()
         ]
         _print_table(rows, ["segment", "active", "method", "age (days)"])
-    if report["alerts"]:
+    if report.alerts:
         print()
-        rows = [[a["severity"], a["code"], a["message"]] for a in report["alerts"]]
+        rows = [[a.severity, a.code, a.message] for a in report.alerts]
         _print_table(rows, ["severity", "alert", "message"])
-    return 1 if report["status"] == "unhealthy" else 0
+    return 1 if report.status == "unhealthy" else 0
 
 
 def _models_list(args: argparse.Namespace) -> int:
@@ -211,14 +207,14 @@ def _models_list(args: argparse.Namespace) -> int:
         models = client.list_models(args.segment)
     rows = [
         [
-            m["segment"],
-            str(m["version"]),
-            m["status"],
-            m["method"],
-            _fmt(m["metrics"].get("ece")),
-            _fmt(m["metrics"].get("brier")),
-            str(m["n_train"]),
-            m["created_at"][:19],
+            m.segment,
+            str(m.version),
+            m.status,
+            m.method,
+            _fmt(m.metrics.get("ece")),
+            _fmt(m.metrics.get("brier")),
+            str(m.n_train),
+            f"{m.created_at:%Y-%m-%dT%H:%M:%S}" if m.created_at else "-",
         ]
         for m in models
     ]
@@ -240,106 +236,6 @@ def _models_activate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_label(text: str) -> Any:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    return text
-
-
-# A line read from a file: its number, the record (or why it is not one), and the
-# ``received_at`` an export wrote beside it (None in other files).
-Line = tuple[int, dict[str, Any] | str, str | None]
-
-
-def _csv_records(handle: Iterable[str]) -> Iterator[Line]:
-    reader = csv.DictReader(handle)
-    for row in reader:
-        record: dict[str, Any] = {}
-        for key in IMPORT_FIELDS:
-            value = row.get(key)
-            if value in (None, ""):
-                continue
-            if key == "score":
-                try:
-                    record[key] = float(value)
-                except ValueError:
-                    record[key] = value
-            elif key == "label":
-                record[key] = _parse_label(value)
-            elif key == "metadata":
-                try:
-                    record[key] = json.loads(value)
-                except ValueError:
-                    record[key] = value
-            else:
-                record[key] = value
-        yield reader.line_num, record, row.get("received_at") or None
-
-
-def _ndjson_records(handle: Iterable[str]) -> Iterator[Line]:
-    for line_no, line in enumerate(handle, start=1):
-        if not line.strip():
-            continue
-        try:
-            parsed = json.loads(line)
-        except ValueError as exc:
-            yield line_no, f"not JSON: {exc.msg}", None
-            continue
-        if not isinstance(parsed, dict):
-            yield line_no, "not a JSON object", None
-            continue
-        record = {key: parsed[key] for key in IMPORT_FIELDS if key in parsed}
-        received = parsed.get("received_at")
-        yield line_no, record, received if isinstance(received, str) else None
-
-
-def _validation_reason(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-
-
-def _file_format(path: Path, given: str | None) -> tuple[str, str | None]:
-    """The format to read ``path`` in, and a note to print when it was not obvious."""
-    if given:
-        return given, None
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv", None
-    if suffix in (".ndjson", ".jsonl"):
-        return "ndjson", None
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        first = next((line for line in handle if line.strip()), "")
-    fmt = "ndjson" if first.lstrip().startswith("{") else "csv"
-    why = "a JSON object" if fmt == "ndjson" else "not a JSON object"
-    return fmt, f"{path.name}: read as {fmt.upper()} (its first line is {why}; --format chooses)"
-
-
-def _same_instant(first: Any, second: str | None) -> bool:
-    if not isinstance(first, str) or second is None:
-        return False
-    try:
-        one, other = datetime.fromisoformat(first), datetime.fromisoformat(second)
-        return one == other
-    except (TypeError, ValueError):
-        return False  # unparseable, or one of them without a zone: not the export's pair
-
-
-class _CountingLines:
-    """Iterates a text file's lines and counts the bytes read, for the progress bar."""
-
-    def __init__(self, handle: TextIO) -> None:
-        self.handle = handle
-        self.bytes = 0
-
-    def __iter__(self) -> Iterator[str]:
-        for line in self.handle:
-            self.bytes += len(line.encode())
-            yield line
-
-
 def _progress(total_bytes: int) -> Progress:
     """A progress bar on stderr, by bytes of the file read (when a person is watching)."""
     console = Console(stderr=True, force_terminal=os.environ.get("CALIB_PROGRESS") == "1" or None)
@@ -353,88 +249,32 @@ def _progress(total_bytes: int) -> Progress:
 
 
 def _feedback_import(args: argparse.Namespace) -> int:
-    from app.feedback.schemas import FeedbackCreate
+    from calibration_client.files import file_format
 
     path = Path(args.file)
     if not path.exists():
         raise CommandError(f"{path}: no such file")
-    fmt, note = _file_format(path, args.format)
+    fmt, note = file_format(path, args.format)
     if note:
         print(note, file=sys.stderr)
-    rejected: list[tuple[int, str]] = []
-    batch: list[dict[str, Any]] = []
-    lines: list[int] = []
-    # Per batch item: the record without occurred_at when an export filled it in from
-    # received_at (the service stores its receive time when a record comes without one).
-    unfilled: list[dict[str, Any] | None] = []
-    totals = {"inserted": 0, "duplicates": 0, "conflicts": 0}
-    rows = 0
-
-    with (
-        _client(args) as client,
-        path.open(newline="", encoding="utf-8") as handle,
-        _progress(path.stat().st_size) as progress,
-    ):
-        task = progress.add_task("import", total=max(path.stat().st_size, 1), rows=0)
-
-        def flush() -> None:
-            summary = client.send_feedback(batch)
-            totals["inserted"] += summary.inserted
-            totals["duplicates"] += summary.duplicates
-            conflicts = summary.conflicts
-            retry = [i for i in conflicts if unfilled[i] is not None]
-            if retry:
-                # A record this service exported: it was sent without occurred_at, so its
-                # stored body has none. Offered again that way, it is a duplicate.
-                again = client.send_feedback([unfilled[i] for i in retry])
-                totals["inserted"] += again.inserted
-                totals["duplicates"] += again.duplicates
-                conflicts = [i for i in conflicts if i not in retry]
-                conflicts += [retry[j] for j in again.conflicts]
-            totals["conflicts"] += len(conflicts)
-            rejected.extend(
-                (lines[i], "external_id stored with a different body") for i in conflicts
-            )
-            batch.clear()
-            lines.clear()
-            unfilled.clear()
-
-        counted = _CountingLines(handle)
-        records = _csv_records(counted) if fmt == "csv" else _ndjson_records(counted)
-        for line_no, record, received_at in records:
-            rows += 1
-            if isinstance(record, str):
-                rejected.append((line_no, record))
-                continue
-            record.setdefault("segment", args.segment)
-            try:
-                FeedbackCreate.model_validate(record)
-            except ValidationError as exc:
-                rejected.append((line_no, _validation_reason(exc)))
-                continue
-            if not record.get("external_id"):
-                # Stable per line, so importing the same file twice stores nothing twice.
-                digest = hashlib.sha256(
-                    f"{path.name}:{line_no}:{json.dumps(record, sort_keys=True)}".encode()
-                )
-                record["external_id"] = f"import-{digest.hexdigest()[:32]}"
-            filled = _same_instant(record.get("occurred_at"), received_at)
-            unfilled.append(
-                {k: v for k, v in record.items() if k != "occurred_at"} if filled else None
-            )
-            batch.append(record)
-            lines.append(line_no)
-            if len(batch) >= args.batch_size:
-                flush()
-                progress.update(task, completed=counted.bytes, rows=rows)
-        if batch:
-            flush()
-        progress.update(task, completed=max(counted.bytes, 1), rows=rows)
+    size = path.stat().st_size
+    with _client(args) as client, _progress(size) as progress:
+        task = progress.add_task("import", total=max(size, 1), rows=0)
+        summary = client.import_file(
+            path,
+            fmt=fmt,
+            segment=args.segment,
+            batch_size=args.batch_size,
+            on_progress=lambda done, _size, rows: progress.update(
+                task, completed=max(done, 1), rows=rows
+            ),
+        )
+    rejected = summary.rejected
     print(
-        f"inserted {totals['inserted']}, duplicates {totals['duplicates']}, "
-        f"conflicts {totals['conflicts']}, rejected {len(rejected)} of {rows} rows"
+        f"inserted {summary.inserted}, duplicates {summary.duplicates}, "
+        f"conflicts {summary.conflicts}, rejected {len(rejected)} of {summary.rows} rows"
     )
-    for line_no, reason in sorted(rejected)[:MAX_LISTED_REJECTS]:
+    for line_no, reason in rejected[:MAX_LISTED_REJECTS]:
         print(f"  line {line_no}: {reason}")
     if len(rejected) > MAX_LISTED_REJECTS:
         print(f"  ... and {len(rejected) - MAX_LISTED_REJECTS} more")

@@ -17,7 +17,15 @@ logger = logging.getLogger(__name__)
 SCOPES = ("feedback:write", "read", "train", "admin")
 SEGMENT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 RESERVED_SEGMENTS = frozenset({"active", "history"})
+DEFAULT_SEGMENT = "default"
 DEFAULT_DATABASE_URL = "sqlite:///./data/calibration.db"
+
+
+def check_segment(value: str) -> str:
+    """A segment name that is not one of the reserved path words under ``/v1/models/``."""
+    if value in RESERVED_SEGMENTS:
+        raise ValueError(f"segment name '{value}' is reserved")
+    return value
 
 
 class Settings(BaseSettings):

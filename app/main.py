@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,13 +14,16 @@ from app.dashboard.router import router as dashboard_router
 from app.db import Database
 from app.errors import install_error_handlers
 from app.feedback.router import router as feedback_router
+from app.health import service as health
 from app.health.router import router as health_router
 from app.logging import configure_logging
 from app.metrics import HTTPMetricsMiddleware, ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware
 from app.registry.router import router as registry_router
-from app.scheduler import MLScheduler
+from app.scheduling.router import router as scheduling_router
+from app.scheduling.scheduler import MLScheduler
 from app.training.pipeline import MLTrainingPipeline
+from app.training.router import feedback_stats_router
 from app.training.router import router as training_router
 from app.training.runner import TrainingRunner
 
@@ -42,14 +46,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics = ServiceMetrics(database)
         pipeline = MLTrainingPipeline(settings=settings, database=database)
         runner = TrainingRunner(
-            pipeline,
+            pipeline.execute,
+            database,
             heartbeat_every=settings.run_heartbeat_seconds,
             stale_after=settings.run_stale_after_seconds,
             reap_every=settings.run_reap_interval_seconds,
             on_finished=metrics.training_finished,
         )
         scheduler = MLScheduler(
-            settings, pipeline, runner, on_health_report=metrics.health_reported
+            settings,
+            pipeline,
+            runner,
+            health_job=functools.partial(
+                health.snapshot_job, database, settings, on_status=metrics.health_reported
+            ),
         )
         app.state.database = database
         app.state.metrics = metrics
@@ -77,12 +87,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        max_metadata_bytes=settings.max_metadata_bytes,
+    )
     app.add_middleware(HTTPMetricsMiddleware)
     install_error_handlers(app)
     app.include_router(feedback_router)
+    app.include_router(feedback_stats_router)
     app.include_router(training_router)
     app.include_router(registry_router)
     app.include_router(health_router)
+    app.include_router(scheduling_router)
     app.include_router(dashboard_router)
     return app

@@ -14,9 +14,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db import Database, utcnow
-from app.health import repository as health
-from app.registry import repository as registry
+from app.feedback import repository as feedback_repository
+from app.registry import service as registry
 from app.training import repository as training
+from app.training.models import RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class DatabaseCollector(Collector):
         up = GaugeMetricFamily("calib_database_up", "1 when the database answered the scrape")
         try:
             with self.database.session_scope(write=False) as session, self._lock:
-                for segment, label, count, top in health.feedback_counts_after(
+                for segment, label, count, top in feedback_repository.counts_after(
                     session, self._last_id
                 ):
                     key = (segment, label)
@@ -67,7 +68,7 @@ class DatabaseCollector(Collector):
         by_status = GaugeMetricFamily(
             "calib_training_runs", "Training runs stored, by status", labels=["status"]
         )
-        for status in ("queued", "running", "deployed", "rejected", "skipped", "failed"):
+        for status in RunStatus:
             by_status.add_metric([status], runs.get(status, 0))
         yield by_status
 

@@ -1,26 +1,50 @@
-"""ASGI middleware: refuse oversized bodies before reading them whole, with a JSON error.
+"""ASGI middleware: the request size limits.
 
-FastAPI's own ``max_body_size`` answers a declared oversize with plain text, which breaks the
-contract that every error is ``{"detail": ...}``.
+Oversized bodies are refused before they are read whole, with a JSON error: FastAPI's own
+``max_body_size`` answers a declared oversize with plain text, which breaks the contract that
+every error is ``{"detail": ...}``. The metadata limit is published for the request's validators.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+DEFAULT_MAX_METADATA_BYTES = 4096
+# CALIB_MAX_METADATA_BYTES of the app serving the current request. Request models are validated
+# by FastAPI before any handler could pass settings in, so their validators read it here.
+max_metadata_bytes: ContextVar[int] = ContextVar(
+    "max_metadata_bytes", default=DEFAULT_MAX_METADATA_BYTES
+)
+
 
 class BodySizeLimitMiddleware:
-    """413 when ``Content-Length`` or the streamed body exceeds ``max_bytes``."""
+    """413 when ``Content-Length`` or the streamed body exceeds ``max_bytes``; sets the request's
+    ``max_metadata_bytes``."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_metadata_bytes = max_metadata_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        token = max_metadata_bytes.set(self.max_metadata_bytes)
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            max_metadata_bytes.reset(token)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope["headers"]).get(b"content-length")
         oversized = declared is not None and (
             not declared.isdigit() or int(declared) > self.max_bytes

@@ -1,4 +1,8 @@
-"""Run and inspect Alembic migrations from code (the CLI, readiness, tests)."""
+"""Run and inspect Alembic migrations from code (the CLI, readiness, tests).
+
+The migration scripts ship inside the package (``app/migration_scripts``), so an installed
+service migrates from any working directory; no ``alembic.ini`` is read at run time.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SCRIPT_LOCATION = Path(__file__).resolve().parent / "migration_scripts"
 
 
 def alembic_config(database_url: str) -> Config:
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    config.set_main_option("path_separator", "os")
     config.attributes["database_url"] = database_url
     config.attributes["configure_logging"] = False
     return config

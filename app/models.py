@@ -4,7 +4,8 @@ from app.db import Base
 from app.feedback.models import Feedback
 from app.health.models import HealthCheck
 from app.registry.models import ModelEvent, ModelVersion
-from app.training.models import JobFiring, TrainingRun
+from app.scheduling.models import JobFiring
+from app.training.models import TrainingRun
 
 __all__ = [
     "Base",

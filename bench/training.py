@@ -189,12 +189,13 @@ class StageTimer:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StageTimer]:
+        from app.feedback import repository
         from app.registry import service as registry
-        from app.training import evaluation, repository
+        from app.training import evaluation
 
-        self.wrap(repository, "max_feedback_id", "checks")
-        self.wrap(repository, "count_feedback_between", "checks")
-        self.wrap(repository, "feedback_arrays", "read")
+        self.wrap(repository, "max_id", "checks")
+        self.wrap(repository, "count_between", "checks")
+        self.wrap(repository, "score_label_arrays", "read")
         self.wrap(evaluation, "train_test_split", "split")
         self.wrap(evaluation, "fit_calibrator", "fit")
         self.wrap(evaluation, "_scored", "score")

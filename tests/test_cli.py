@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import DroppingListener, overconfident_feedback, wait_for_run
+from helpers import DroppingListener, overconfident_feedback, wait_for_run
 
 from app import migrations
 from app.cli import main

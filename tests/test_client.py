@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import overconfident_feedback
 from fastapi import FastAPI
+from helpers import overconfident_feedback
 
 from app.client import CalibrationClient, CalibrationServiceError
 from app.devserver import serve_in_thread
@@ -79,15 +79,16 @@ def test_refresh_revalidates_and_local_equals_server(live_server: str) -> None:
         assert client.refresh() is False  # no model yet: 404
         client.send_feedback(overconfident_feedback(400))
         run = client.train(force=True, wait=True)
-        assert run["status"] == "deployed"
-        assert client.refresh() is True
+        assert run.status == "deployed" and run.model_version == 1
+        # A deployed run is fetched before train() returns: no refresh() needed.
         assert client.model_version == 1
+        assert transport.statuses[-1] == 200
         assert client.refresh() is False
         assert transport.statuses[-1] == 304
         local = client.calibrate(SCORES)
         remote = client.calibrate_remote(SCORES.tolist())
-        assert remote["model_version"] == 1
-        assert np.max(np.abs(local - np.array(remote["calibrated"]))) <= 1e-12
+        assert remote.model_version == 1
+        assert np.max(np.abs(local - np.array(remote.calibrated))) <= 1e-12
         assert not np.allclose(local, SCORES)
 
 
@@ -102,7 +103,7 @@ def test_calibration_goes_on_while_the_service_is_down(
         before = client.calibrate(SCORES)  # fetches the calibrator on first use
         assert client.model_version == 1
     # The service is gone now.
-    caplog.set_level(logging.WARNING, logger="app.client")
+    caplog.set_level(logging.WARNING, logger="calibration_client.client")
     assert client.refresh() is False
     assert np.array_equal(client.calibrate(SCORES), before)
     assert any("unreachable" in r.getMessage() for r in caplog.records)
@@ -144,7 +145,7 @@ def test_calibrate_is_thread_safe_during_refreshes(live_server: str) -> None:
 
 def test_health_and_background_refresh(live_server: str) -> None:
     with CalibrationClient(live_server) as client:
-        assert client.health()["status"] == "degraded"
+        assert client.health().status == "degraded"
         client.send_feedback(overconfident_feedback(300))
         client.train(force=True)
         client.start_background_refresh(0.05)

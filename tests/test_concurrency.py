@@ -6,8 +6,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from conftest import overconfident_feedback, wait_for_run
 from fastapi.testclient import TestClient
+from helpers import overconfident_feedback, wait_for_run
 from sqlalchemy import create_engine, func, select
 
 from app.feedback.models import Feedback

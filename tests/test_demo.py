@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DroppingListener
+from helpers import DroppingListener
 
 COMMAND = str(Path(sys.executable).parent / "calibration-service")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import overconfident_feedback, wait_for_run
+from helpers import overconfident_feedback, wait_for_run
 from sqlalchemy import create_engine, select
 
 from app import migrations
@@ -25,6 +25,9 @@ from app.config import Settings
 from app.devserver import serve_in_thread
 from app.feedback.models import Feedback
 from app.main import create_app
+
+# Slow: subprocess faults: a killed server, a stopped database.
+pytestmark = pytest.mark.slow
 
 
 class TcpProxy:

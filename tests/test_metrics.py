@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from conftest import overconfident_feedback, train
 from fastapi.testclient import TestClient
+from helpers import overconfident_feedback, train
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:

@@ -9,13 +9,16 @@ import httpx
 import numpy as np
 import pytest
 import schemathesis
-from conftest import overconfident_feedback
+from helpers import overconfident_feedback
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.config import Settings
 from app.devserver import serve_in_thread
 from app.main import create_app
+
+# Slow: fuzzing the whole OpenAPI document.
+pytestmark = pytest.mark.slow
 
 ADMIN_KEY = "fuzz-admin-key-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}

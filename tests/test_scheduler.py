@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger
-from conftest import overconfident_feedback, wait_for_run
 from fastapi.testclient import TestClient
+from helpers import overconfident_feedback, wait_for_run
 from sqlalchemy import create_engine, func, select
 
 from app.config import Settings
 from app.main import create_app
 from app.scheduler import cron_trigger, latest_fire_time
-from app.training.models import JobFiring, TrainingRun
+from app.scheduling.models import JobFiring
+from app.training.models import TrainingRun
 
 
 def test_status_lists_jobs_with_zoned_next_run_times(clean_database: str) -> None:
@@ -42,10 +44,16 @@ def test_status_lists_jobs_with_zoned_next_run_times(clean_database: str) -> Non
     assert jobs["training"]["last_outcome"] is None
 
 
-def test_disabled_scheduler_is_reported_not_running(client: TestClient) -> None:
-    status = client.get("/v1/scheduler").json()
-    assert status["is_running"] is False
-    assert all(job["next_run_time"] for job in status["jobs"])
+def test_disabled_scheduler_has_no_next_run_and_adds_no_jobs(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="apscheduler")
+    with TestClient(create_app(settings)) as client:
+        status = client.get("/v1/scheduler").json()
+    assert status["enabled"] is False and status["is_running"] is False
+    assert {job["id"] for job in status["jobs"]} == {"training", "health_check"}
+    assert [job["next_run_time"] for job in status["jobs"]] == [None, None]
+    assert not [r for r in caplog.records if r.name.startswith("apscheduler")]
 
 
 def test_latest_fire_time_is_the_same_key_for_every_replica() -> None:

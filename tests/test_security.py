@@ -127,6 +127,7 @@ def test_docs_can_be_turned_off(clean_database: str) -> None:
         assert client.get("/health/live").status_code == 200
 
 
+@pytest.mark.slow  # a subprocess
 def test_production_refuses_to_start_without_keys(tmp_path: Path) -> None:
     env = {
         **os.environ,

@@ -2,7 +2,8 @@
 
 A band is a small table ``{"level", "x", "low", "high"}``; applying it is
 ``np.interp`` of the input-clipped raw score on ``x`` for ``low`` and for
-``high``, flat beyond the ends (``band_interval``, the one place that does it).
+``high``, flat beyond the ends (``calibration_client.artifact.band_interval``,
+the one place that does it).
 
 The band is built by the nonparametric bootstrap of the fit (Efron &
 Tibshirani 1993, "An Introduction to the Bootstrap", ch. 6 and 13): the
@@ -34,17 +35,6 @@ BAND_MAX_SAMPLES = 2000
 # the simulation in bench/calibration_quality.py covers the true map at the
 # nominal 0.9 (0.85-0.97 on average, >= 0.80 at every n).
 INFLATION = 1.3
-
-
-def band_interval(
-    band: Mapping[str, Any], input_clip: tuple[float, float], scores: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """Apply a stored band: interpolate ``low`` and ``high`` at the input-clipped scores."""
-    p = np.clip(scores, input_clip[0], input_clip[1])
-    x = np.asarray(band["x"], dtype=np.float64)
-    low = np.interp(p, x, np.asarray(band["low"], dtype=np.float64))
-    high = np.interp(p, x, np.asarray(band["high"], dtype=np.float64))
-    return low, high
 
 
 def contain(

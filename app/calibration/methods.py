@@ -1,22 +1,45 @@
-"""The five calibration maps: fitting, applying, and the JSON artifact they persist as."""
+"""The five calibration maps: fitting them, and the calibrator they persist as.
+
+Applying a map (and the ``calibrator/v1`` artifact itself) is ``calibration_client.artifact``:
+the analyzer's client owns that code and the service imports it, so both compute the same
+numbers.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from calibration_client.artifact import (
+    ARTIFACT_FORMAT,
+    INPUT_CLIP,
+    METHODS,
+    ArtifactCalibrator,
+    FloatArray,
+    apply_checked,
+    band_interval,
+    canonical_params,
+    check_artifact,
+    check_probabilities,
+    logit,
+)
+from numpy.typing import ArrayLike
 from scipy.optimize import isotonic_regression, minimize
 
-from app.calibration.intervals import band_interval, rescale_band
-from app.calibration.validation import INPUT_CLIP, check_probabilities
+from app.calibration.intervals import rescale_band
 
-ARTIFACT_FORMAT = "calibrator/v1"
-METHODS: tuple[str, ...] = ("identity", "platt", "beta", "isotonic", "histogram")
-
-FloatArray = NDArray[np.float64]
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "INPUT_CLIP",
+    "METHODS",
+    "Calibrator",
+    "FloatArray",
+    "apply_params",
+    "fit_params",
+    "identity_calibrator",
+    "load_calibrator",
+]
 
 # Pseudo-counts at the base rate added to every isotonic block / histogram bin:
 # a block of three negatives then predicts a small probability, not 0, so the
@@ -27,216 +50,19 @@ _PRIOR_STRENGTH = 2.0
 _CHUNK = 1 << 17
 
 
-# --------------------------------------------------------------------------- maps
-
-
-def _logit(p: FloatArray, clip: tuple[float, float]) -> FloatArray:
-    z = np.clip(p, clip[0], clip[1])
-    out = np.log(z)
-    np.negative(z, out=z)
-    np.log1p(z, out=z)
-    out -= z
-    return out
-
-
-def _sigmoid_inplace(s: FloatArray) -> FloatArray:
-    # 1 / (1 + exp(-s)); exp overflowing to inf for very negative s gives the
-    # correct limit 0.
-    np.negative(s, out=s)
-    with np.errstate(over="ignore"):
-        np.exp(s, out=s)
-    s += 1.0
-    np.reciprocal(s, out=s)
-    return s
-
-
-def _apply_platt(p: FloatArray, params: Mapping[str, Any], clip: tuple[float, float]) -> FloatArray:
-    s = _logit(p, clip)
-    s *= params["a"]
-    s += params["b"]
-    return _sigmoid_inplace(s)
-
-
-def _apply_beta(p: FloatArray, params: Mapping[str, Any], clip: tuple[float, float]) -> FloatArray:
-    z = np.clip(p, clip[0], clip[1])
-    s = np.log(z)
-    s *= params["a"]
-    np.negative(z, out=z)
-    np.log1p(z, out=z)
-    z *= params["b"]
-    s -= z
-    s += params["c"]
-    return _sigmoid_inplace(s)
-
-
-def _apply_isotonic(
-    p: FloatArray, params: Mapping[str, Any], clip: tuple[float, float]
-) -> FloatArray:
-    return np.interp(p, params["_x"], params["_y"])
-
-
-def _apply_histogram(
-    p: FloatArray, params: Mapping[str, Any], clip: tuple[float, float]
-) -> FloatArray:
-    return params["_values"][np.searchsorted(params["_inner"], p, side="right")]
-
-
-def _apply_identity(
-    p: FloatArray, params: Mapping[str, Any], clip: tuple[float, float]
-) -> FloatArray:
-    return p.copy()
-
-
-_APPLY: dict[str, Callable[[FloatArray, Mapping[str, Any], tuple[float, float]], FloatArray]] = {
-    "identity": _apply_identity,
-    "platt": _apply_platt,
-    "beta": _apply_beta,
-    "isotonic": _apply_isotonic,
-    "histogram": _apply_histogram,
-}
-
-
-# ------------------------------------------------------------------ parameters
-
-
-def _finite(params: Mapping[str, Any], key: str, method: str, *, nonneg: bool = False) -> float:
-    if key not in params:
-        raise ValueError(f"{method} params missing {key!r}")
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise ValueError(f"{method} param {key!r} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{method} param {key!r} must be finite, got {value!r}")
-    if nonneg and value < 0.0:
-        raise ValueError(f"{method} param {key!r} must be >= 0, got {value!r}")
-    return value
-
-
-def _float_list(params: Mapping[str, Any], key: str, method: str) -> list[float]:
-    if key not in params:
-        raise ValueError(f"{method} params missing {key!r}")
-    value = params[key]
-    if isinstance(value, str | bytes | Mapping):
-        raise ValueError(f"{method} param {key!r} must be a list of numbers")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{method} param {key!r} must be a list of numbers") from None
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{method} param {key!r} must be a non-empty list of numbers")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{method} param {key!r} must contain only finite numbers")
-    return [float(v) for v in arr]
-
-
-def _steps_down(values: list[float], *, strict: bool) -> bool:
-    steps = np.diff(values)
-    return bool(np.any(steps <= 0.0) if strict else np.any(steps < 0.0))
-
-
-def _canonical_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate ``params`` for ``method`` and return them as plain Python floats."""
-    if not isinstance(params, Mapping):
-        raise ValueError(f"params must be an object, got {type(params).__name__}")
-    if method == "identity":
-        return {}
-    if method == "platt":
-        return {"a": _finite(params, "a", method, nonneg=True), "b": _finite(params, "b", method)}
-    if method == "beta":
-        return {
-            "a": _finite(params, "a", method, nonneg=True),
-            "b": _finite(params, "b", method, nonneg=True),
-            "c": _finite(params, "c", method),
-        }
-    if method == "isotonic":
-        x, y = _float_list(params, "x", method), _float_list(params, "y", method)
-        if len(x) != len(y):
-            raise ValueError(f"isotonic params x and y differ in length: {len(x)} != {len(y)}")
-        if _steps_down(x, strict=False):
-            raise ValueError("isotonic param 'x' must be non-decreasing")
-        if _steps_down(y, strict=False):
-            raise ValueError("isotonic param 'y' must be non-decreasing")
-        if y[0] < 0.0 or y[-1] > 1.0:
-            raise ValueError("isotonic param 'y' must lie in [0, 1]")
-        return {"x": x, "y": y}
-    if method == "histogram":
-        edges, values = _float_list(params, "edges", method), _float_list(params, "values", method)
-        if len(edges) != len(values) + 1:
-            raise ValueError(
-                f"histogram needs len(edges) == len(values) + 1, got {len(edges)} and {len(values)}"
-            )
-        if _steps_down(edges, strict=True):
-            raise ValueError("histogram param 'edges' must be strictly increasing")
-        if _steps_down(values, strict=False):
-            raise ValueError("histogram param 'values' must be non-decreasing")
-        if values[0] < 0.0 or values[-1] > 1.0:
-            raise ValueError("histogram param 'values' must lie in [0, 1]")
-        return {"edges": edges, "values": values}
-    raise ValueError(f"unknown calibration method {method!r}; expected one of {METHODS}")
-
-
-def _canonical_band(band: Any) -> dict[str, Any] | None:
-    """Validate an artifact's optional ``band`` and return it with plain Python floats."""
-    if band is None:
-        return None
-    if not isinstance(band, Mapping):
-        raise ValueError(f"band must be an object, got {type(band).__name__}")
-    level = _finite(band, "level", "band")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"band param 'level' must lie in (0, 1), got {level!r}")
-    x, low, high = (_float_list(band, key, "band") for key in ("x", "low", "high"))
-    if not len(x) == len(low) == len(high):
-        raise ValueError(
-            f"band x, low and high differ in length: {len(x)}, {len(low)}, {len(high)}"
-        )
-    if _steps_down(x, strict=False):
-        raise ValueError("band param 'x' must be non-decreasing")
-    lo, hi = np.asarray(low), np.asarray(high)
-    if np.any(lo > hi) or lo.min() < 0.0 or hi.max() > 1.0:
-        raise ValueError("band needs 0 <= low <= high <= 1 at every x")
-    return {"level": level, "x": x, "low": low, "high": high}
-
-
-def _check_level(level: Any) -> float:
-    if isinstance(level, bool) or not isinstance(level, int | float | np.floating):
-        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
-    if not 0.0 < float(level) < 1.0:
-        raise ValueError(f"level must lie in (0, 1), got {level!r}")
-    return float(level)
-
-
-def _check_clip(clip: Any) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in clip)
-    except (TypeError, ValueError):
-        raise ValueError(f"input_clip must be a pair of numbers, got {clip!r}") from None
-    if not (0.0 <= lo < hi <= 1.0):
-        raise ValueError(f"input_clip must satisfy 0 <= lo < hi <= 1, got {clip!r}")
-    return lo, hi
-
-
-class Calibrator:
-    """A fitted, monotone map from raw scores to calibrated probabilities.
+class Calibrator(ArtifactCalibrator):
+    """A fitted calibrator: the client's ``ArtifactCalibrator`` (same parameters, same
+    ``predict``) that also knows how it was chosen and writes its artifact.
 
     Parameters
     ----------
-    method : str
-        One of ``METHODS``.
-    params : mapping
-        The method's parameters as in the ``calibrator/v1`` artifact.
-    input_clip : pair of float, default=(1e-12, 1 - 1e-12)
-        Scores are clipped into this range before any log-odds.
+    method, params, input_clip
+        As for ``calibration_client.artifact.ArtifactCalibrator``.
     selection : dict, optional
         How ``fit_calibrator(method="auto")`` built the map (JSON-safe).
     band : mapping, optional
         A pointwise band ``{"level", "x", "low", "high"}`` around the map (see
         ``predict_interval``).
-
-    Raises
-    ------
-    ValueError
-        Unknown method, missing or invalid parameters.
     """
 
     def __init__(
@@ -247,38 +73,9 @@ class Calibrator:
         selection: dict[str, Any] | None = None,
         band: Mapping[str, Any] | None = None,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"unknown calibration method {method!r}; expected one of {METHODS}")
-        self.method = method
-        self.params = _canonical_params(method, params)
-        self.input_clip = _check_clip(input_clip)
+        super().__init__(method, params, input_clip, band=band)
         self.selection = selection
-        self.band = _canonical_band(band)
         self._bands: dict[float, dict[str, Any]] = {}
-        # Arrays are built from the same Python floats the artifact stores, so a
-        # reloaded calibrator computes bit-identical outputs.
-        self._apply_params: dict[str, Any] = dict(self.params)
-        if method == "isotonic":
-            self._apply_params["_x"] = np.asarray(self.params["x"], dtype=np.float64)
-            self._apply_params["_y"] = np.asarray(self.params["y"], dtype=np.float64)
-        elif method == "histogram":
-            self._apply_params["_inner"] = np.asarray(self.params["edges"][1:-1], dtype=np.float64)
-            self._apply_params["_values"] = np.asarray(self.params["values"], dtype=np.float64)
-
-    def predict(self, scores: ArrayLike) -> FloatArray:
-        """Calibrated probabilities for ``scores``.
-
-        Parameters
-        ----------
-        scores : array-like of shape (n_samples,)
-            Raw scores in [0, 1].
-
-        Returns
-        -------
-        ndarray of shape (n_samples,), float64 in [0, 1], non-decreasing in the score.
-        """
-        p = check_probabilities(scores, "scores")
-        return _APPLY[self.method](p, self._apply_params, self.input_clip)
 
     def predict_interval(
         self, scores: ArrayLike, level: float = 0.9
@@ -286,8 +83,8 @@ class Calibrator:
         """A pointwise band for the calibrated probability at ``scores``.
 
         At the stored band's level (0.9 from ``fit_calibrator``) this is the
-        stored table; at other levels the stored log-odds half-widths are
-        rescaled by the ratio of normal quantiles.
+        stored band, applied as the client applies it; at other levels the
+        stored log-odds half-widths are rescaled by the ratio of normal quantiles.
 
         Parameters
         ----------
@@ -317,9 +114,9 @@ class Calibrator:
         if level != band["level"]:
             if level not in self._bands:
                 x = np.asarray(band["x"], dtype=np.float64)
-                center = _APPLY[self.method](x, self._apply_params, self.input_clip)
-                ends = _APPLY[self.method](
-                    np.array([0.0, 1.0]), self._apply_params, self.input_clip
+                center = apply_checked(self.method, self.params, x, self.input_clip)
+                ends = apply_checked(
+                    self.method, self.params, np.array([0.0, 1.0]), self.input_clip
                 )
                 self._bands[level] = rescale_band(
                     band,
@@ -329,7 +126,7 @@ class Calibrator:
                     ends=(float(ends[0]), float(ends[1])),
                 )
             band = self._bands[level]
-        return band_interval(band, self.input_clip, p)
+        return band_interval(band, p, self.input_clip)
 
     def _band_shares_knots(self) -> bool:
         # An isotonic table whose knots inside the band's span are the band's x
@@ -355,8 +152,13 @@ class Calibrator:
             }
         return artifact
 
-    def __repr__(self) -> str:
-        return f"Calibrator(method={self.method!r}, params={self.params!r})"
+
+def _check_level(level: Any) -> float:
+    if isinstance(level, bool) or not isinstance(level, int | float | np.floating):
+        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    return float(level)
 
 
 def load_calibrator(artifact: Mapping[str, Any]) -> Calibrator:
@@ -378,22 +180,8 @@ def load_calibrator(artifact: Mapping[str, Any]) -> Calibrator:
     ValueError
         Unknown format or method (named in the message), missing or invalid params.
     """
-    if not isinstance(artifact, Mapping):
-        raise ValueError(f"artifact must be an object, got {type(artifact).__name__}")
-    fmt = artifact.get("format")
-    if fmt != ARTIFACT_FORMAT:
-        raise ValueError(f"unknown artifact format {fmt!r}; expected {ARTIFACT_FORMAT!r}")
-    method = artifact.get("method")
-    if method not in METHODS:
-        raise ValueError(f"unknown calibration method {method!r}; expected one of {METHODS}")
-    if "params" not in artifact:
-        raise ValueError("artifact has no 'params'")
-    return Calibrator(
-        method,
-        artifact["params"],
-        artifact.get("input_clip", INPUT_CLIP),
-        band=artifact.get("band"),
-    )
+    method, params, clip = check_artifact(artifact)
+    return Calibrator(method, params, clip, band=artifact.get("band"))
 
 
 def identity_calibrator() -> Calibrator:
@@ -452,7 +240,7 @@ def _logistic_fit(features: FloatArray, y: FloatArray, w0: FloatArray, n_nonneg:
 
 
 def _fit_platt(p: FloatArray, y: FloatArray, clip: tuple[float, float] = INPUT_CLIP) -> dict:
-    z = _logit(p, clip)[:, None]
+    z = logit(p, clip)[:, None]
     a, b = _logistic_fit(z, y, np.array([1.0, 0.0]), n_nonneg=1)
     return {"a": float(a), "b": float(b)}
 
@@ -579,5 +367,4 @@ def fit_params(method: str, p: FloatArray, y: FloatArray) -> dict:
 
 def apply_params(method: str, params: Mapping[str, Any], p: FloatArray) -> FloatArray:
     """Apply fitted params to checked scores (used inside CV loops)."""
-    cal = Calibrator(method, params)
-    return _APPLY[method](p, cal._apply_params, cal.input_clip)
+    return apply_checked(method, canonical_params(method, params), p)

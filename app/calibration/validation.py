@@ -1,57 +1,17 @@
-"""Entry-point checks that turn raw score/label inputs into clean float64 arrays."""
+"""Entry-point checks that turn raw score/label inputs into clean float64 arrays.
+
+``check_probabilities`` is the client's, so the service and the SDK refuse the same scores.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from calibration_client.artifact import INPUT_CLIP, check_probabilities
 from numpy.typing import ArrayLike, NDArray
 
-INPUT_CLIP: tuple[float, float] = (1e-12, 1.0 - 1e-12)
 # Two of each class is the least that lets a calibrator see both outcomes even
 # after a held-out sample is removed; below that every fit is a guess.
 MIN_PER_CLASS = 2
-
-
-def _as_1d_float(values: ArrayLike, name: str) -> NDArray[np.float64]:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric: {exc}") from None
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty")
-    return arr
-
-
-def check_probabilities(values: ArrayLike, name: str = "scores") -> NDArray[np.float64]:
-    """Return ``values`` as a 1-D float64 array of finite numbers in [0, 1].
-
-    Parameters
-    ----------
-    values : array-like of shape (n_samples,)
-    name : str
-        Used in error messages.
-
-    Returns
-    -------
-    ndarray of shape (n_samples,), float64 (no copy when already float64).
-    """
-    arr = _as_1d_float(values, name)
-    # min/max propagate NaN, so one pass of each catches every bad value; the
-    # slower per-element search only runs when something is wrong.
-    lo, hi = arr.min(), arr.max()
-    if not (lo >= 0.0 and hi <= 1.0):
-        nan = np.flatnonzero(np.isnan(arr))
-        if nan.size:
-            raise ValueError(f"{name} contain NaN at index {nan[0]}")
-        inf = np.flatnonzero(np.isinf(arr))
-        if inf.size:
-            raise ValueError(f"{name} contain {arr[inf[0]].item()} at index {inf[0]}")
-        bad = np.flatnonzero((arr < 0.0) | (arr > 1.0))
-        raise ValueError(
-            f"{name} must lie in [0, 1]; found {arr[bad[0]].item()!r} at index {bad[0]}"
-        )
-    return arr
 
 
 def _check_labels(labels: ArrayLike, n: int) -> NDArray[np.float64]:
@@ -119,3 +79,6 @@ def validate_scores_labels(
                 f"got {n_pos} positive and {n_neg} negative"
             )
     return p, y
+
+
+__all__ = ["INPUT_CLIP", "MIN_PER_CLASS", "check_probabilities", "validate_scores_labels"]

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from matplotlib.figure import Figure
 
-from app.registry.schemas import ModelVersionRead, ReliabilityBin, ReliabilityRead
+from app.dashboard.schemas import ReliabilityBin, ReliabilityRead
+from app.registry.schemas import ModelVersionRead
 
 PictureFormat = Literal["svg", "png"]
 MEDIA_TYPES: dict[str, str] = {"svg": "image/svg+xml", "png": "image/png"}

@@ -1,27 +1,27 @@
-"""The operator's page, rendered on the server (no JavaScript), and its metrics chart."""
+"""The operator's page, rendered on the server (no JavaScript), and the pictures it shows:
+the metrics chart and the reliability diagrams (data as JSON, or SVG and PNG)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Literal
 
 import jinja2
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from app.auth import require_scope
-from app.config import SEGMENT_PATTERN
-from app.dashboard import service
+from app.dashboard import reliability, service
+from app.dashboard.schemas import ReliabilityRead
 from app.deps import DatabaseDep, ReadSession, SettingsDep
 from app.errors import responses
+from app.params import SegmentPath, VersionPath
 
 router = APIRouter(tags=["dashboard"])
 
 _read = [Depends(require_scope("read"))]
-SegmentPath = Annotated[str, PathParam(pattern=SEGMENT_PATTERN)]
 
 
 def _number(value: float | None, digits: int = 4) -> str:
@@ -91,4 +91,45 @@ def metrics_chart(session: ReadSession, segment: SegmentPath) -> Response:
     picture = charts.render(charts.metrics_figure(segment, versions), "svg")
     return Response(
         content=picture, media_type=charts.MEDIA_TYPES["svg"], headers={"Cache-Control": "no-cache"}
+    )
+
+
+@router.get(
+    "/v1/models/{segment}/{version}/reliability",
+    tags=["models"],
+    dependencies=_read,
+    response_model=ReliabilityRead,
+    responses={
+        200: {
+            "description": "Reliability-diagram data (JSON) or the diagram (SVG, PNG)",
+            "content": {
+                "image/svg+xml": {"schema": {"type": "string"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        **responses(401, 403, 404, 422, 503),
+    },
+)
+def model_reliability(
+    session: ReadSession,
+    settings: SettingsDep,
+    segment: SegmentPath,
+    version: VersionPath,
+    format: Literal["json", "svg", "png"] = "json",
+) -> ReliabilityRead | Response:
+    """Per-bin count, mean confidence, observed rate and its 95% interval: candidate and
+    production on the validation split, and (active version) the calibrator on recent feedback."""
+    data = reliability.reliability(
+        session, segment=segment, version=version, drift_window=settings.drift_window
+    )
+    if format == "json":
+        return data
+    # matplotlib loads on the first picture, not at startup.
+    from app.dashboard import charts
+
+    picture = charts.render(charts.reliability_figure(data), format)
+    return Response(
+        content=picture,
+        media_type=charts.MEDIA_TYPES[format],
+        headers={"Cache-Control": "no-cache"},
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -11,9 +10,10 @@ from app.config import Settings
 from app.db import Database
 from app.errors import NotFoundError
 from app.health import service as health
-from app.health.schemas import HealthReport
+from app.health.schemas import HealthChecks, HealthReport
 from app.registry import service as registry
 from app.registry.schemas import ModelVersionRead
+from app.scheduling.schemas import SchedulerStatus
 from app.training import service as training
 from app.training.schemas import TrainingRunRead
 
@@ -37,6 +37,7 @@ class SegmentView:
 @dataclass(frozen=True)
 class DashboardView:
     health: HealthReport
+    checks: list[tuple[str, str]]  # (check name, its status), in the report's order
     segments: list[SegmentView]
     runs: list[TrainingRunRead]
 
@@ -51,10 +52,10 @@ def segment_versions(
     return page.items
 
 
-def _segment(session: Session, name: str, checks: dict[str, dict[str, Any]]) -> SegmentView:
-    data = checks.get("data_availability", {}).get("segments", {}).get(name, {})
-    freshness = checks.get("model_freshness", {}).get("segments", {}).get(name, {})
-    drift = checks.get("calibration_drift", {}).get("segments", {}).get(name, {})
+def _segment(session: Session, name: str, checks: HealthChecks) -> SegmentView:
+    data = checks.data_availability.segments.get(name) if checks.data_availability else None
+    freshness = checks.model_freshness.segments.get(name) if checks.model_freshness else None
+    drift = checks.calibration_drift.segments.get(name) if checks.calibration_drift else None
     versions = registry.list_versions(
         session, segment=name, status=None, limit=VERSION_LIMIT, cursor=None
     ).items
@@ -65,13 +66,13 @@ def _segment(session: Session, name: str, checks: dict[str, dict[str, Any]]) -> 
         active = registry.to_read(model) if model is not None else None
     return SegmentView(
         name=name,
-        stored=data.get("stored"),
-        new_since_last_training=data.get("new_since_last_training"),
+        stored=data.stored if data else None,
+        new_since_last_training=data.new_since_last_training if data else None,
         active=active,
-        age_days=freshness.get("age_days"),
-        stale=bool(freshness.get("stale")),
-        recent_ece=drift.get("recent_ece"),
-        n_recent=drift.get("n_recent"),
+        age_days=freshness.age_days if freshness else None,
+        stale=freshness.stale if freshness else False,
+        recent_ece=drift.recent_ece if drift else None,
+        n_recent=drift.n_recent if drift else None,
         versions=versions,
     )
 
@@ -81,18 +82,21 @@ def build_dashboard(
     *,
     database: Database,
     settings: Settings,
-    scheduler_status: dict[str, Any] | None,
+    scheduler_status: SchedulerStatus | None,
     run_limit: int = RUN_LIMIT,
 ) -> DashboardView:
     """The health report, every segment with feedback or a model, and the newest runs."""
     report = health.build_report(database, settings, scheduler_status)
     checks = report.checks
-    names = set(checks.get("data_availability", {}).get("segments", {}))
-    names |= set(checks.get("model_freshness", {}).get("segments", {}))
+    names = set(checks.data_availability.segments) if checks.data_availability else set()
+    if checks.model_freshness:
+        names |= set(checks.model_freshness.segments)
     runs = training.list_runs(session, segment=None, status=None, limit=run_limit, cursor=None)
     names |= {run.segment for run in runs.items}
+    statuses = [(name, check["status"]) for name, check in checks.model_dump().items()]
     return DashboardView(
         health=report,
+        checks=statuses,
         segments=[_segment(session, name, checks) for name in sorted(names)],
         runs=runs.items,
     )

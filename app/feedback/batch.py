@@ -20,26 +20,23 @@ reference by construction. ``tests/feedback`` checks both paths give the same ro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from datetime import UTC, datetime
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Annotated, Any, Required
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from app.config import RESERVED_SEGMENTS, SEGMENT_PATTERN
-from app.feedback.models import DEFAULT_SEGMENT
+from app.config import DEFAULT_SEGMENT, RESERVED_SEGMENTS, SEGMENT_PATTERN
 from app.feedback.repository import BatchRow, sqlite_timestamp
 from app.feedback.schemas import (
-    MAX_METADATA_BYTES,
     FeedbackBatchCreate,
     FeedbackCreate,
     encodes_nul,
 )
-from app.feedback.service import body_sha256
+from app.feedback.service import body_sha256, canonical_body_sha256
+from app.middleware import max_metadata_bytes
 
 
 class _Item(TypedDict, total=False):
@@ -103,7 +100,7 @@ def parse_batch(body: bytes) -> list[BatchRow]:
 def reference_row(item: FeedbackCreate) -> BatchRow:
     """An item's row the way the single-record path computes each value."""
     occurred = item.occurred_at
-    return (
+    return BatchRow(
         item.external_id,
         item.segment,
         item.score,
@@ -119,9 +116,11 @@ def _fast_rows(body: bytes) -> list[BatchRow]:
     items = _FAST.validate_json(body)["items"]
     rows: list[BatchRow] = []
     append = rows.append
-    sha256 = hashlib.sha256
+    digest_of = canonical_body_sha256
+    make_row = BatchRow._make
     fromisoformat = datetime.fromisoformat
     segments: set[str] = set()  # the batch's segments that passed the checks
+    metadata_limit = max_metadata_bytes.get()
     for item in items:
         get = item.get
         segment = get("segment", DEFAULT_SEGMENT)
@@ -162,20 +161,20 @@ def _fast_rows(body: bytes) -> list[BatchRow]:
             metadata_json = "null"
         else:
             metadata_json = _CANONICAL.encode(metadata)  # ValueError on NaN or Infinity
-            if encodes_nul(metadata_json) or len(metadata_json) > MAX_METADATA_BYTES:
+            if encodes_nul(metadata_json) or len(metadata_json) > metadata_limit:
                 raise _NotFast
             stored_metadata = _STORED.encode(metadata)
 
-        if external_id is None:
-            digest = None
-        else:
-            source_json = "null" if source is None else encode_basestring_ascii(source)
-            canonical = (
-                f'["{segment}",{score!r},{"true" if label else "false"},{source_json},'
-                f"{occurred_json},{metadata_json}]"
+        digest = (
+            None
+            if external_id is None
+            else digest_of(segment, score, label, source, occurred_json, metadata_json)
+        )
+        append(
+            make_row(
+                (external_id, segment, score, label, source, occurred_text, stored_metadata, digest)
             )
-            digest = sha256(canonical.encode()).hexdigest()
-        append((external_id, segment, score, label, source, occurred_text, stored_metadata, digest))
+        )
     return rows
 
 

@@ -8,9 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Double, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.config import DEFAULT_SEGMENT
 from app.db import Base, BigId, UTCDateTime
-
-DEFAULT_SEGMENT = "default"
 
 
 class Feedback(Base):

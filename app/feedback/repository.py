@@ -1,22 +1,23 @@
-"""All SQL touching the feedback table."""
+"""All SQL touching the feedback table: writes, pages, counts, and reads into numpy arrays."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import Connection, Insert, Row, String, any_, bindparam, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.feedback.models import Feedback
-from app.training.models import TrainingRun
-from app.training.repository import TRAINED_STATUSES
 
 feedback_table = Feedback.__table__
+_ARRAY_DTYPE = np.dtype([("score", np.float64), ("label", np.bool_)])
 
 
 def _insert_skipping_known_ids(session: Session) -> Insert:
@@ -31,12 +32,17 @@ def insert_one(session: Session, row: dict[str, Any]) -> int | None:
     return session.execute(statement, row).scalar_one_or_none()
 
 
-# A batch item ready for the driver: (external_id, segment, score, label, source, occurred_at,
-# metadata, body_sha256). occurred_at is ``sqlite_timestamp`` text (None: the received time),
-# metadata the text ``json.dumps`` writes, body_sha256 None without an external_id.
-BatchRow = tuple[str | None, str, float, bool, str | None, str | None, str | None, str | None]
-BATCH_EXTERNAL_ID = 0
-BATCH_BODY_SHA256 = 7
+class BatchRow(NamedTuple):
+    """A batch item ready for the driver, its fields in the insert's column order."""
+
+    external_id: str | None
+    segment: str
+    score: float
+    label: bool
+    source: str | None
+    occurred_at: str | None  # ``sqlite_timestamp`` text; None: the received time
+    metadata: str | None  # the text ``json.dumps`` writes
+    body_sha256: str | None  # None without an external_id
 
 
 def insert_many(session: Session, rows: Sequence[BatchRow], received_at: datetime) -> int:
@@ -186,18 +192,8 @@ def page(
     return list(session.scalars(statement))
 
 
-def training_watermarks(session: Session) -> dict[str, int]:
-    """Per segment, the last feedback id that a completed training run used."""
-    statement = (
-        select(TrainingRun.segment, func.max(TrainingRun.last_feedback_id))
-        .where(TrainingRun.status.in_(TRAINED_STATUSES))
-        .group_by(TrainingRun.segment)
-    )
-    return {segment: last_id for segment, last_id in session.execute(statement) if last_id}
-
-
 def counts_by_segment_and_label(
-    session: Session, watermarks: dict[str, int]
+    session: Session, watermarks: Mapping[str, int]
 ) -> Sequence[Row[tuple[str, bool, int, int]]]:
     """(segment, label, count, count above the segment's watermark) for every stored pair."""
     watermark = (
@@ -251,3 +247,115 @@ def export_page(
     if since is not None:
         statement = statement.where(feedback_table.c.received_at >= since)
     return [tuple(row) for row in session.execute(statement)]
+
+
+def max_id(session: Session, segment: str) -> int | None:
+    statement = select(func.max(feedback_table.c.id)).where(feedback_table.c.segment == segment)
+    return session.execute(statement).scalar_one()
+
+
+def count_between(session: Session, segment: str, after_id: int, up_to_id: int) -> int:
+    statement = select(func.count()).where(
+        feedback_table.c.segment == segment,
+        feedback_table.c.id > after_id,
+        feedback_table.c.id <= up_to_id,
+    )
+    return session.execute(statement).scalar_one()
+
+
+# A binary COPY row of (float8 NOT NULL, bool NOT NULL): the field count, then each field's
+# length and big-endian value: 2 + (4 + 8) + (4 + 1) = 19 bytes, parsed by numpy in one go
+# (psycopg's per-row parsing costs about 2x more).
+_PG_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("score_len", ">i4"),
+        ("score", ">f8"),
+        ("label_len", ">i4"),
+        ("label", "u1"),
+    ]
+)
+_PG_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+def _pg_binary_rows(buffer: bytearray) -> np.ndarray:
+    """The rows of a PostgreSQL binary COPY of (score, label), checked field by field."""
+    if buffer[:11] != _PG_SIGNATURE:
+        raise ValueError("not a PostgreSQL binary COPY stream")
+    start = 19 + int.from_bytes(buffer[15:19], "big")  # header, then its extension area
+    end = len(buffer) - 2  # the trailer: a field count of -1
+    if buffer[end:] != b"\xff\xff" or (end - start) % _PG_ROW.itemsize:
+        raise ValueError("unexpected PostgreSQL binary COPY layout")
+    rows = np.frombuffer(memoryview(buffer)[start:end], dtype=_PG_ROW)
+    layout_ok = (
+        (rows["fields"] == 2).all()
+        and (rows["score_len"] == 8).all()
+        and (rows["label_len"] == 1).all()
+    )
+    if not layout_ok:
+        raise ValueError("unexpected PostgreSQL binary COPY row layout")
+    return rows
+
+
+def score_label_arrays(
+    session: Session, segment: str, up_to_id: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Scores and labels of a segment up to a feedback id, from the driver straight to numpy.
+
+    SQLAlchemy Row objects cost ~20x more than the driver's tuples, so rows go from the DBAPI
+    cursor into one structured array (on PostgreSQL, a binary COPY parsed by numpy).
+    """
+    connection = session.connection()
+    dbapi = connection.connection.driver_connection
+    if connection.dialect.name == "postgresql":
+        query = (
+            "COPY (SELECT score, label FROM feedback WHERE segment = %s AND id <= %s ORDER BY id)"
+            " TO STDOUT (FORMAT BINARY)"
+        )
+        with dbapi.cursor() as cursor, cursor.copy(query, (segment, up_to_id)) as copy:
+            buffer = bytearray()
+            for block in copy:
+                buffer += block
+        rows = _pg_binary_rows(buffer)
+        return rows["score"].astype(np.float64), rows["label"].astype(np.float64)
+    else:
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(
+                "SELECT score, label FROM feedback WHERE segment = ? AND id <= ? ORDER BY id",
+                (segment, up_to_id),
+            )
+            rows = np.fromiter(cursor, dtype=_ARRAY_DTYPE)
+        finally:
+            cursor.close()
+    return np.ascontiguousarray(rows["score"]), rows["label"].astype(np.float64)
+
+
+def recent_scores_labels(
+    session: Session, *, segment: str, after_id: int, limit: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Scores and labels of the newest ``limit`` records of a segment after ``after_id``."""
+    statement = (
+        select(feedback_table.c.score, feedback_table.c.label)
+        .where(feedback_table.c.segment == segment, feedback_table.c.id > after_id)
+        .order_by(feedback_table.c.id.desc())
+        .limit(limit)
+    )
+    rows = [(score, float(label)) for score, label in session.execute(statement)]
+    array = np.array(rows, dtype=np.float64).reshape(-1, 2)
+    return array[:, 0].copy(), array[:, 1].copy()
+
+
+def counts_after(session: Session, after_id: int) -> list[tuple[str, bool, int, int]]:
+    """(segment, label, count, max id) of records after ``after_id``: an index range scan."""
+    statement = (
+        select(
+            feedback_table.c.segment,
+            feedback_table.c.label,
+            func.count(),
+            func.max(feedback_table.c.id),
+        )
+        .where(feedback_table.c.id > after_id)
+        .group_by(feedback_table.c.segment, feedback_table.c.label)
+    )
+    return [(segment, bool(label), n, top) for segment, label, n, top in session.execute(statement)]

@@ -1,4 +1,8 @@
-"""HTTP routes of the feedback store: parse, call one service function, return."""
+"""HTTP routes of the feedback store: parse, call one service function, return.
+
+``GET /v1/feedback/stats`` is served by the training domain: "new since the last training" is
+a fact about training runs.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,6 @@ from app.feedback.schemas import (
     FeedbackCreate,
     FeedbackPage,
     FeedbackRead,
-    FeedbackStats,
 )
 from app.params import CursorQuery, parse_timestamp, timestamp_query
 
@@ -150,9 +153,3 @@ def export_feedback(
         media_type=media_type,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
-
-
-@router.get("/stats", dependencies=_read, responses=responses(401, 403, 503))
-def feedback_stats(session: ReadSession) -> FeedbackStats:
-    """Totals by label and segment, and how many records arrived since the last training."""
-    return service.feedback_stats(session)

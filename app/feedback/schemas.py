@@ -18,8 +18,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from app.config import RESERVED_SEGMENTS, SEGMENT_PATTERN
-from app.feedback.models import DEFAULT_SEGMENT
+from app.config import DEFAULT_SEGMENT, RESERVED_SEGMENTS, SEGMENT_PATTERN, check_segment
+from app.middleware import max_metadata_bytes
 from app.params import TIMESTAMP_PATTERN
 
 # PostgreSQL text cannot hold NUL; documented here, enforced by check_no_nul.
@@ -28,13 +28,6 @@ NO_NUL_PATTERN = r"^[^\u0000]*$"
 # One day of slack each side: any offset of a 1970-2099 local time stays inside.
 MIN_TIMESTAMP = datetime(1969, 12, 31, tzinfo=UTC)
 MAX_TIMESTAMP = datetime(2100, 1, 2, tzinfo=UTC)
-MAX_METADATA_BYTES = 4096
-
-
-def check_segment(value: str) -> str:
-    if value in RESERVED_SEGMENTS:
-        raise ValueError(f"segment name '{value}' is reserved")
-    return value
 
 
 def check_no_nul(value: str | None) -> str | None:
@@ -54,7 +47,7 @@ def encodes_nul(encoded: str) -> bool:
 
 
 def check_small_json_object(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    """At most ``MAX_METADATA_BYTES`` of JSON, without NaN, Infinity or NUL characters."""
+    """At most ``CALIB_MAX_METADATA_BYTES`` of JSON, without NaN, Infinity or NUL characters."""
     if value is None:
         return None
     try:
@@ -63,8 +56,9 @@ def check_small_json_object(value: dict[str, Any] | None) -> dict[str, Any] | No
         raise ValueError("must not contain NaN or Infinity") from exc
     if encodes_nul(encoded):
         raise ValueError("must not contain NUL characters")
-    if len(encoded.encode()) > MAX_METADATA_BYTES:
-        raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+    limit = max_metadata_bytes.get()
+    if len(encoded.encode()) > limit:
+        raise ValueError(f"must be at most {limit} bytes as JSON")
     return value
 
 
@@ -110,7 +104,9 @@ class FeedbackCreate(BaseModel):
         json_schema_extra={"pattern": TIMESTAMP_PATTERN},
     )
     metadata: dict[str, Any] | None = Field(
-        default=None, strict=True, description="A small JSON object (at most 4 KiB)"
+        default=None,
+        strict=True,
+        description="A small JSON object (at most CALIB_MAX_METADATA_BYTES, 4 KiB by default)",
     )
 
     @field_validator("occurred_at", mode="before")

@@ -6,8 +6,9 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -30,21 +31,38 @@ from app.params import cursor_id, page_of
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
-def body_sha256(item: FeedbackCreate) -> str:
+def canonical_body_sha256(
+    segment: str,
+    score: float,
+    label: bool,
+    source: str | None,
+    occurred_json: str,
+    metadata_json: str,
+) -> str:
     """A fingerprint of everything a client sent except the key, to tell replays from reuse.
 
     It hashes ``json.dumps([segment, score, label, source, occurred_at, metadata],
-    sort_keys=True, separators=(",", ":"))``; stored hashes depend on that exact text. It is
-    assembled here piece by piece because the encoder's set-up per call dominated a batch.
-    A segment matches ``SEGMENT_PATTERN`` and an ISO timestamp has nothing to escape, and
+    sort_keys=True, separators=(",", ":"))``; stored hashes depend on that exact text. Both
+    ingestion paths call this: ``occurred_json`` and ``metadata_json`` are those values already
+    encoded that way (``"null"`` when absent). It is assembled piece by piece because the
+    encoder's set-up per call dominated a batch: a segment matches ``SEGMENT_PATTERN``, and
     ``repr`` of a float is what the encoder writes.
     """
-    source = "null" if item.source is None else _CANONICAL.encode(item.source)
+    source_json = "null" if source is None else encode_basestring_ascii(source)
+    label_json = "true" if label else "false"
+    canonical = (
+        f'["{segment}",{score!r},{label_json},{source_json},{occurred_json},{metadata_json}]'
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def body_sha256(item: FeedbackCreate) -> str:
+    """``canonical_body_sha256`` of a validated record (an ISO timestamp has nothing to escape)."""
     occurred = "null" if item.occurred_at is None else f'"{item.occurred_at.isoformat()}"'
     metadata = "null" if item.metadata is None else _CANONICAL.encode(item.metadata)
-    label = "true" if item.label else "false"
-    canonical = f'["{item.segment}",{item.score!r},{label},{source},{occurred},{metadata}]'
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return canonical_body_sha256(
+        item.segment, item.score, item.label, item.source, occurred, metadata
+    )
 
 
 def _row(item: FeedbackCreate, now: datetime) -> dict[str, Any]:
@@ -110,15 +128,14 @@ def create_feedback_batch(
             f"batch has {len(rows)} items; at most {max_batch_size} are accepted per request"
         )
     now = utcnow()
-    key_at, digest_at = repository.BATCH_EXTERNAL_ID, repository.BATCH_BODY_SHA256
     first: dict[str, str | None] = {}  # external id -> body hash of its first item
     offered: list[repository.BatchRow] = []
     for row in rows:
-        key = row[key_at]
+        key = row.external_id
         if key is None:
             offered.append(row)
         elif key not in first:
-            first[key] = row[digest_at]
+            first[key] = row.body_sha256
             offered.append(row)
 
     inserted = repository.insert_many(session, offered, now)
@@ -127,8 +144,8 @@ def create_feedback_batch(
         # Every first item stored: their bodies are the stored ones. Else ask the database.
         stored = first if inserted == len(offered) else repository.body_hashes(session, first)
         for index, row in enumerate(rows):
-            key = row[key_at]
-            if key is not None and stored.get(key) != row[digest_at]:
+            key = row.external_id
+            if key is not None and stored.get(key) != row.body_sha256:
                 conflicts.append(index)
     return FeedbackBatchResult(
         inserted=inserted, duplicates=len(rows) - inserted - len(conflicts), conflicts=conflicts
@@ -150,8 +167,9 @@ def list_feedback(
     return FeedbackPage(items=[to_read(r) for r in records], next_cursor=next_cursor)
 
 
-def feedback_stats(session: Session) -> FeedbackStats:
-    watermarks = repository.training_watermarks(session)
+def feedback_stats(session: Session, *, watermarks: Mapping[str, int]) -> FeedbackStats:
+    """Totals by segment and label; "new" counts records above each segment's ``watermarks``
+    (the last feedback id a training run used, which the training domain knows)."""
     segments: dict[str, dict[str, int]] = {}
     for segment, label, count, new in repository.counts_by_segment_and_label(session, watermarks):
         counts = segments.setdefault(segment, {"true": 0, "false": 0, "new": 0})

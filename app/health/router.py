@@ -1,14 +1,13 @@
-"""Operations endpoints: probes, the health report and its history, metrics, the scheduler."""
+"""Operations endpoints: probes, the health report and its history, metrics."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.auth import require_scope
 from app.deps import DatabaseDep, ReadSession, SettingsDep
 from app.errors import responses
 from app.health import service
@@ -31,7 +30,7 @@ def live() -> dict[str, str]:
 def ready(database: DatabaseDep) -> JSONResponse:
     """Ready when the database answers and its schema is at the migrations' head."""
     report = service.readiness(database)
-    return JSONResponse(status_code=200 if report["ready"] else 503, content=report)
+    return JSONResponse(status_code=200 if report.ready else 503, content=report.model_dump())
 
 
 @router.get(
@@ -71,14 +70,3 @@ def metrics(request: Request) -> Response:
     return Response(
         generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
     )
-
-
-@router.get(
-    "/v1/scheduler",
-    tags=["scheduler"],
-    dependencies=[Depends(require_scope("read"))],
-    responses=responses(401, 403),
-)
-def scheduler_status(request: Request) -> dict[str, Any]:
-    """Whether the scheduler runs, and each job's trigger, next run time and last outcome."""
-    return request.app.state.scheduler.get_scheduler_status()

@@ -4,65 +4,83 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Literal
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import migrations
-from app.calibration import evaluate
 from app.config import Settings
 from app.db import Database, utcnow
-from app.feedback import service as feedback
 from app.health import repository
-from app.health.schemas import Alert, HealthReport, HealthSnapshot, HealthSnapshotPage
+from app.health.drift import recent_calibration
+from app.health.schemas import (
+    Alert,
+    CalibrationDriftCheck,
+    DataAvailabilityCheck,
+    DatabaseCheck,
+    HealthChecks,
+    HealthReport,
+    HealthSnapshot,
+    HealthSnapshotPage,
+    LastTrainingCheck,
+    ModelFreshnessCheck,
+    Readiness,
+    SchedulerCheck,
+    SegmentData,
+    SegmentDrift,
+    SegmentModel,
+    SegmentTraining,
+)
 from app.params import cursor_id, page_of
-from app.registry import repository as registry
-from app.registry import service as registry_service
+from app.registry import service as registry
+from app.registry.models import ModelVersion
+from app.scheduling.schemas import SchedulerStatus
 from app.training import repository as training
+from app.training import service as training_service
 
 logger = logging.getLogger(__name__)
 
 
-def readiness(database: Database) -> dict[str, Any]:
+def readiness(database: Database) -> Readiness:
     """Is the database reachable, and is its schema at the head revision?"""
     head = migrations.head_revision()
     try:
         current = migrations.current_revision(database.engine)
     except SQLAlchemyError as exc:
-        return {
-            "ready": False,
-            "database": "unreachable",
-            "detail": type(exc).__name__,
-            "schema_revision": None,
-            "head_revision": head,
-        }
-    return {
-        "ready": current == head,
-        "database": "ok",
-        "schema_revision": current,
-        "head_revision": head,
-    }
+        return Readiness(
+            ready=False,
+            database="unreachable",
+            detail=type(exc).__name__,
+            schema_revision=None,
+            head_revision=head,
+        )
+    return Readiness(
+        ready=current == head, database="ok", schema_revision=current, head_revision=head
+    )
 
 
-def _status(alerts: list[Alert]) -> str:
+def _status(alerts: list[Alert]) -> Literal["ok", "warning"]:
     return "warning" if alerts else "ok"
 
 
-def _data_availability(session: Session, settings: Settings, alerts: list[Alert]) -> dict:
-    stats = feedback.feedback_stats(session)
+def _data_availability(
+    session: Session, settings: Settings, alerts: list[Alert]
+) -> DataAvailabilityCheck:
+    stats = training_service.feedback_stats(session)
     minimum = settings.min_samples_for_training
     found: list[Alert] = []
     if stats.total == 0:
         found.append(Alert(severity="warning", code="no_data", message="no feedback stored yet"))
     segments = {}
     for segment, seg in stats.by_segment.items():
-        segments[segment] = {
-            "stored": seg.total,
-            "new_since_last_training": seg.new_since_last_training,
-            "enough_for_training": seg.total >= minimum,
-        }
+        segments[segment] = SegmentData(
+            stored=seg.total,
+            new_since_last_training=seg.new_since_last_training,
+            enough_for_training=seg.total >= minimum,
+        )
         if seg.total < minimum:
             found.append(
                 Alert(
@@ -74,12 +92,16 @@ def _data_availability(session: Session, settings: Settings, alerts: list[Alert]
                 )
             )
     alerts += found
-    return {"status": _status(found), "min_samples": minimum, "segments": segments}
+    return DataAvailabilityCheck(status=_status(found), min_samples=minimum, segments=segments)
 
 
 def _model_freshness(
-    actives: list, segments: dict, settings: Settings, now: datetime, alerts: list[Alert]
-) -> dict:
+    actives: list[ModelVersion],
+    segments: dict[str, SegmentData],
+    settings: Settings,
+    now: datetime,
+    alerts: list[Alert],
+) -> ModelFreshnessCheck:
     found: list[Alert] = []
     by_segment = {model.segment: model for model in actives}
     if not actives:
@@ -90,12 +112,9 @@ def _model_freshness(
     for model in actives:
         age_days = (now - (model.activated_at or model.created_at)).total_seconds() / 86400
         stale = age_days > settings.max_model_age_days
-        report[model.segment] = {
-            "version": model.version,
-            "method": model.method,
-            "age_days": round(age_days, 4),
-            "stale": stale,
-        }
+        report[model.segment] = SegmentModel(
+            version=model.version, method=model.method, age_days=round(age_days, 4), stale=stale
+        )
         if stale:
             found.append(
                 Alert(
@@ -107,7 +126,7 @@ def _model_freshness(
                 )
             )
     for segment, data in segments.items():
-        if actives and segment not in by_segment and data["enough_for_training"]:
+        if actives and segment not in by_segment and data.enough_for_training:
             found.append(
                 Alert(
                     severity="warning",
@@ -117,24 +136,22 @@ def _model_freshness(
                 )
             )
     alerts += found
-    return {
-        "status": _status(found),
-        "max_age_days": settings.max_model_age_days,
-        "segments": report,
-    }
+    return ModelFreshnessCheck(
+        status=_status(found), max_age_days=settings.max_model_age_days, segments=report
+    )
 
 
-def _last_training(session: Session, alerts: list[Alert]) -> dict:
+def _last_training(session: Session, alerts: list[Alert]) -> LastTrainingCheck:
     found: list[Alert] = []
     report = {}
     for segment, run in sorted(training.latest_finished_runs(session).items()):
-        report[segment] = {
-            "run_id": run.id,
-            "status": run.status,
-            "trigger": run.trigger,
-            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-            "reason": run.reason,
-        }
+        report[segment] = SegmentTraining(
+            run_id=run.id,
+            status=run.status,
+            trigger=run.trigger,
+            finished_at=run.finished_at,
+            reason=run.reason,
+        )
         if run.status == "failed":
             found.append(
                 Alert(
@@ -145,62 +162,61 @@ def _last_training(session: Session, alerts: list[Alert]) -> dict:
                 )
             )
     alerts += found
-    return {"status": _status(found), "segments": report}
+    return LastTrainingCheck(status=_status(found), segments=report)
 
 
 def _calibration_drift(
-    session: Session, actives: list, settings: Settings, alerts: list[Alert]
-) -> dict:
+    session: Session, actives: list[ModelVersion], settings: Settings, alerts: list[Alert]
+) -> CalibrationDriftCheck:
     """The active calibrator's ECE on feedback newer than its training data, vs validation."""
     found: list[Alert] = []
     report = {}
     for model in actives:
-        scores, labels = repository.recent_feedback(
-            session,
-            segment=model.segment,
-            after_id=model.last_feedback_id or 0,
-            limit=settings.drift_window,
-        )
+        recent = recent_calibration(session, model, window=settings.drift_window)
         validation_ece = model.metrics.get("ece")
-        entry: dict[str, Any] = {
-            "version": model.version,
-            "validation_ece": validation_ece,
-            "n_recent": int(scores.shape[0]),
-            "recent_ece": None,
-            "increase": None,
-        }
-        if scores.shape[0] >= settings.min_samples_for_training and validation_ece is not None:
-            probs = registry_service.calibrator_for(model).predict(scores)
-            recent_ece = evaluate(probs, labels)["ece"]
-            entry.update(recent_ece=recent_ece, increase=recent_ece - validation_ece)
-            if recent_ece - validation_ece > settings.drift_threshold:
+        entry = SegmentDrift(
+            version=model.version,
+            validation_ece=validation_ece,
+            n_recent=recent.n,
+            recent_ece=None,
+            increase=None,
+        )
+        if (
+            recent.n >= settings.min_samples_for_training
+            and validation_ece is not None
+            and recent.ece is not None
+        ):
+            entry.recent_ece = recent.ece
+            entry.increase = recent.ece - validation_ece
+            if entry.increase > settings.drift_threshold:
                 found.append(
                     Alert(
                         severity="warning",
                         code="calibration_drift",
-                        message=f"segment '{model.segment}': ECE on {scores.shape[0]} recent "
-                        f"samples is {recent_ece:.4f}, validation ECE was {validation_ece:.4f}",
+                        message=f"segment '{model.segment}': ECE on {recent.n} recent "
+                        f"samples is {recent.ece:.4f}, validation ECE was {validation_ece:.4f}",
                         segment=model.segment,
                     )
                 )
         report[model.segment] = entry
     alerts += found
-    return {"status": _status(found), "threshold": settings.drift_threshold, "segments": report}
+    return CalibrationDriftCheck(
+        status=_status(found), threshold=settings.drift_threshold, segments=report
+    )
 
 
-def _scheduler(scheduler_status: dict[str, Any] | None, alerts: list[Alert]) -> dict:
-    if scheduler_status is None or not scheduler_status.get("enabled"):
-        return {"status": "disabled", "enabled": False, "is_running": False}
-    jobs = {job["id"]: job for job in scheduler_status.get("jobs", [])}
-    training_job = jobs.get("training", {})
-    report = {
-        "status": "ok",
-        "enabled": True,
-        "is_running": scheduler_status["is_running"],
-        "next_training_run": training_job.get("next_run_time"),
-    }
-    if not scheduler_status["is_running"]:
-        report["status"] = "warning"
+def _scheduler(scheduler_status: SchedulerStatus | None, alerts: list[Alert]) -> SchedulerCheck:
+    if scheduler_status is None or not scheduler_status.enabled:
+        return SchedulerCheck(status="disabled", enabled=False, is_running=False)
+    training_job = next((job for job in scheduler_status.jobs if job.id == "training"), None)
+    report = SchedulerCheck(
+        status="ok",
+        enabled=True,
+        is_running=scheduler_status.is_running,
+        next_training_run=training_job.next_run_time if training_job else None,
+    )
+    if not scheduler_status.is_running:
+        report.status = "warning"
         alerts.append(
             Alert(
                 severity="warning",
@@ -212,30 +228,27 @@ def _scheduler(scheduler_status: dict[str, Any] | None, alerts: list[Alert]) -> 
 
 
 def build_report(
-    database: Database, settings: Settings, scheduler_status: dict[str, Any] | None
+    database: Database, settings: Settings, scheduler_status: SchedulerStatus | None
 ) -> HealthReport:
     """Every check, with alerts; ``unhealthy`` only when the database is unreachable."""
     now = utcnow()
     alerts: list[Alert] = []
-    checks: dict[str, dict[str, Any]] = {}
     try:
         with database.session_scope(write=False) as session:
             started = time.perf_counter()
             repository.ping(session)
-            checks["database"] = {
-                "status": "ok",
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            }
+            latency_ms = round((time.perf_counter() - started) * 1000, 3)
             data = _data_availability(session, settings, alerts)
             actives = registry.list_active(session)
-            checks["data_availability"] = data
-            checks["model_freshness"] = _model_freshness(
-                actives, data["segments"], settings, now, alerts
+            checks = HealthChecks(
+                database=DatabaseCheck(status="ok", latency_ms=latency_ms),
+                data_availability=data,
+                model_freshness=_model_freshness(actives, data.segments, settings, now, alerts),
+                last_training=_last_training(session, alerts),
+                calibration_drift=_calibration_drift(session, actives, settings, alerts),
             )
-            checks["last_training"] = _last_training(session, alerts)
-            checks["calibration_drift"] = _calibration_drift(session, actives, settings, alerts)
     except SQLAlchemyError as exc:
-        checks = {"database": {"status": "error", "detail": type(exc).__name__}}
+        checks = HealthChecks(database=DatabaseCheck(status="error", detail=type(exc).__name__))
         alerts = [
             Alert(
                 severity="critical",
@@ -243,7 +256,7 @@ def build_report(
                 message=f"the database cannot be reached ({type(exc).__name__})",
             )
         ]
-    checks["scheduler"] = _scheduler(scheduler_status, alerts)
+    checks.scheduler = _scheduler(scheduler_status, alerts)
     if any(alert.severity == "critical" for alert in alerts):
         status = "unhealthy"
     elif alerts:
@@ -283,3 +296,18 @@ def history(session: Session, *, limit: int, cursor: str | None) -> HealthSnapsh
         items=[HealthSnapshot.model_validate(row, from_attributes=True) for row in rows],
         next_cursor=next_cursor,
     )
+
+
+def snapshot_job(
+    database: Database,
+    settings: Settings,
+    scheduler_status: SchedulerStatus,
+    *,
+    on_status: Callable[[str], None] | None = None,
+) -> str:
+    """The scheduler's health job: build, store and log a report; its outcome as text."""
+    report = build_report(database, settings, scheduler_status)
+    if on_status is not None:
+        on_status(report.status)
+    snapshot_id = record_snapshot(database, report)
+    return f"{report.status} ({len(report.alerts)} alerts), snapshot {snapshot_id}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -21,14 +22,30 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigId, UTCDateTime
 
-MODEL_STATUSES = ("active", "rejected", "archived")
+
+class ModelStatus(StrEnum):
+    ACTIVE = "active"
+    REJECTED = "rejected"
+    ARCHIVED = "archived"
+
+
+class EventKind(StrEnum):
+    ACTIVATED = "activated"
+    ROLLED_BACK = "rolled_back"
+    ARCHIVED = "archived"
+
+
+# The events that start a live period.
+ACTIVATION_EVENTS = (EventKind.ACTIVATED, EventKind.ROLLED_BACK)
 
 
 class ModelVersion(Base):
     __tablename__ = "model_version"
     __table_args__ = (
         UniqueConstraint("segment", "version"),
-        CheckConstraint("status IN ('active', 'rejected', 'archived')", name="status"),
+        CheckConstraint(
+            f"status IN ({', '.join(repr(str(status)) for status in ModelStatus)})", name="status"
+        ),
         # The database, not the code, guarantees at most one active model per segment.
         Index(
             "uq_model_version_one_active",

@@ -6,13 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Row, func, select, text, type_coerce
 from sqlalchemy.orm import Session
 
-from app.registry.models import ModelEvent, ModelVersion
-from app.training.models import TrainingRun
-
-ACTIVATION_EVENTS = ("activated", "rolled_back")
+from app.db import UTCDateTime
+from app.registry.models import ACTIVATION_EVENTS, ModelEvent, ModelStatus, ModelVersion
 
 
 def lock_segment(session: Session, segment: str) -> None:
@@ -30,7 +28,7 @@ def lock_segment(session: Session, segment: str) -> None:
 
 def get_active(session: Session, segment: str) -> ModelVersion | None:
     statement = select(ModelVersion).where(
-        ModelVersion.segment == segment, ModelVersion.status == "active"
+        ModelVersion.segment == segment, ModelVersion.status == ModelStatus.ACTIVE
     )
     return session.scalars(statement).first()
 
@@ -92,66 +90,41 @@ def list_versions(
     return list(session.scalars(statement))
 
 
-def activation_events(
-    session: Session, *, segment: str | None, before_id: int | None, limit: int
-) -> Sequence[ModelEvent]:
-    """Activation and rollback events, newest first."""
-    statement = (
-        select(ModelEvent)
-        .where(ModelEvent.event.in_(ACTIVATION_EVENTS))
-        .order_by(ModelEvent.id.desc())
-        .limit(limit)
+def live_periods(
+    session: Session,
+    *,
+    segment: str | None,
+    at: datetime | None,
+    before_id: int | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    """Activation events with the moment the next one in their segment ended them.
+
+    One query: ``live_until`` is a window function (the next activation's time, by event id)
+    over the segment's activations. Newest first, continuing before ``before_id``; with ``at``,
+    only the period live at that instant in each segment, by segment name.
+    """
+    events = ModelEvent.__table__
+    next_activation = func.lead(events.c.occurred_at).over(
+        partition_by=events.c.segment, order_by=events.c.id
     )
+    live_until = type_coerce(next_activation, UTCDateTime()).label("live_until")
+    periods = select(events, live_until).where(events.c.event.in_(ACTIVATION_EVENTS))
     if segment is not None:
-        statement = statement.where(ModelEvent.segment == segment)
+        periods = periods.where(events.c.segment == segment)
+    periods = periods.subquery()
+    statement = select(periods)
+    if at is not None:
+        live = (periods.c.occurred_at <= at) & (
+            periods.c.live_until.is_(None) | (periods.c.live_until > at)
+        )
+        return session.execute(statement.where(live).order_by(periods.c.segment)).all()
     if before_id is not None:
-        statement = statement.where(ModelEvent.id < before_id)
-    return session.scalars(statement).all()
-
-
-def next_activation_after(session: Session, event: ModelEvent) -> ModelEvent | None:
-    """The activation that ended ``event``'s live period in its segment, if any."""
-    statement = (
-        select(ModelEvent)
-        .where(
-            ModelEvent.segment == event.segment,
-            ModelEvent.event.in_(ACTIVATION_EVENTS),
-            ModelEvent.id > event.id,
-        )
-        .order_by(ModelEvent.id)
-        .limit(1)
-    )
-    return session.scalars(statement).first()
-
-
-def event_segments(session: Session) -> list[str]:
-    """Every segment that has had an activation."""
-    statement = select(ModelEvent.segment).distinct().order_by(ModelEvent.segment)
-    return list(session.scalars(statement))
-
-
-def activation_live_at(session: Session, segment: str, at: datetime) -> ModelEvent | None:
-    """The last activation in ``segment`` at or before ``at``."""
-    statement = (
-        select(ModelEvent)
-        .where(
-            ModelEvent.segment == segment,
-            ModelEvent.event.in_(ACTIVATION_EVENTS),
-            ModelEvent.occurred_at <= at,
-        )
-        .order_by(ModelEvent.occurred_at.desc(), ModelEvent.id.desc())
-        .limit(1)
-    )
-    return session.scalars(statement).first()
+        statement = statement.where(periods.c.id < before_id)
+    return session.execute(statement.order_by(periods.c.id.desc()).limit(limit)).all()
 
 
 def list_active(session: Session) -> list[ModelVersion]:
     """The active version of every segment that has one."""
-    statement = select(ModelVersion).where(ModelVersion.status == "active")
+    statement = select(ModelVersion).where(ModelVersion.status == ModelStatus.ACTIVE)
     return list(session.scalars(statement.order_by(ModelVersion.segment)))
-
-
-def training_run_results(session: Session, run_id: int) -> dict[str, Any] | None:
-    """The stored ``evaluation_results`` of a training run (None when absent)."""
-    statement = select(TrainingRun.evaluation_results).where(TrainingRun.id == run_id)
-    return session.execute(statement).scalar_one_or_none()

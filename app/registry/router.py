@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
 from app.auth import Principal, require_scope
-from app.config import SEGMENT_PATTERN
-from app.deps import ReadSession, SettingsDep, WriteSession
+from app.config import DEFAULT_SEGMENT, SEGMENT_PATTERN
+from app.deps import ReadSession, WriteSession
 from app.errors import responses
-from app.feedback.models import DEFAULT_SEGMENT
-from app.params import CursorQuery, parse_timestamp, timestamp_query
-from app.registry import service
+from app.params import (
+    CursorQuery,
+    SegmentPath,
+    VersionPath,
+    parse_timestamp,
+    timestamp_query,
+)
+from app.registry import artifacts, history, service
+from app.registry.models import ModelStatus
 from app.registry.schemas import (
     ActivationRequest,
     CalibrateRequest,
@@ -20,16 +26,12 @@ from app.registry.schemas import (
     LivePeriodPage,
     ModelVersionPage,
     ModelVersionRead,
-    ReliabilityRead,
 )
 
 router = APIRouter(tags=["models"])
 
 _read = [Depends(require_scope("read"))]
 SegmentQuery = Annotated[str, Query(pattern=SEGMENT_PATTERN)]
-# The examples document the usual case, and lead a fuzzer to a stored version.
-SegmentPath = Annotated[str, Path(pattern=SEGMENT_PATTERN, examples=["default"])]
-VersionPath = Annotated[int, Path(ge=1, le=2_147_483_647, examples=[1])]
 LimitQuery = Annotated[int, Query(ge=1, le=500)]
 
 
@@ -37,7 +39,7 @@ LimitQuery = Annotated[int, Query(ge=1, le=500)]
 def list_models(
     session: ReadSession,
     segment: Annotated[str | None, Query(pattern=SEGMENT_PATTERN)] = None,
-    status: Literal["active", "rejected", "archived"] | None = None,
+    status: ModelStatus | None = None,
     limit: LimitQuery = 100,
     cursor: CursorQuery = None,
 ) -> ModelVersionPage:
@@ -79,7 +81,7 @@ def active_artifact(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Download the active calibrator; send ``If-None-Match`` to revalidate a cached copy."""
-    body, sha256 = service.artifact_document(service.get_active(session, segment=segment))
+    body, sha256 = artifacts.artifact_document(service.get_active(session, segment=segment))
     headers = {"ETag": f'"{sha256}"', "Cache-Control": "no-cache"}
     if _etag_matches(if_none_match, sha256):
         return Response(status_code=304, headers=headers)
@@ -95,7 +97,7 @@ def model_history(
     cursor: CursorQuery = None,
 ) -> LivePeriodPage:
     """Which version was live when: activation periods, newest first."""
-    return service.history(
+    return history.history(
         session, segment=segment, at=parse_timestamp(at, "at"), limit=limit, cursor=cursor
     )
 
@@ -108,46 +110,6 @@ def model_history(
 def get_model(session: ReadSession, segment: SegmentPath, version: VersionPath) -> ModelVersionRead:
     """One stored version."""
     return service.to_read(service.get_version(session, segment=segment, version=version))
-
-
-@router.get(
-    "/v1/models/{segment}/{version}/reliability",
-    dependencies=_read,
-    response_model=ReliabilityRead,
-    responses={
-        200: {
-            "description": "Reliability-diagram data (JSON) or the diagram (SVG, PNG)",
-            "content": {
-                "image/svg+xml": {"schema": {"type": "string"}},
-                "image/png": {"schema": {"type": "string", "format": "binary"}},
-            },
-        },
-        **responses(401, 403, 404, 422, 503),
-    },
-)
-def model_reliability(
-    session: ReadSession,
-    settings: SettingsDep,
-    segment: SegmentPath,
-    version: VersionPath,
-    format: Literal["json", "svg", "png"] = "json",
-) -> ReliabilityRead | Response:
-    """Per-bin count, mean confidence, observed rate and its 95% interval: candidate and
-    production on the validation split, and (active version) the calibrator on recent feedback."""
-    data = service.reliability(
-        session, segment=segment, version=version, drift_window=settings.drift_window
-    )
-    if format == "json":
-        return data
-    # matplotlib loads on the first picture, not at startup.
-    from app.dashboard import charts
-
-    picture = charts.render(charts.reliability_figure(data), format)
-    return Response(
-        content=picture,
-        media_type=charts.MEDIA_TYPES[format],
-        headers={"Cache-Control": "no-cache"},
-    )
 
 
 @router.post(
@@ -182,4 +144,5 @@ def activate_model(
 )
 def calibrate(payload: CalibrateRequest, session: ReadSession) -> CalibrateResponse:
     """Apply the segment's active calibrator to raw scores, server-side."""
-    return service.calibrate(session, segment=payload.segment, scores=payload.scores)
+    model = service.get_active(session, segment=payload.segment)
+    return artifacts.calibrate(model, payload.scores)

@@ -1,8 +1,10 @@
-"""Training runs, and claims on scheduled job firings (one replica wins each)."""
+"""The training_run table and the statuses a run moves through."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -20,25 +22,46 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
 
-RUN_STATUSES = ("queued", "running", "deployed", "rejected", "skipped", "failed")
-RUN_TRIGGERS = ("schedule", "api", "cli")
+
+class RunStatus(StrEnum):
+    """Where a training run stands; the last four are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DEPLOYED = "deployed"
+    REJECTED = "rejected"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class RunTrigger(StrEnum):
+    SCHEDULE = "schedule"
+    API = "api"
+    CLI = "cli"
+
+
+# At most one open run per segment; a trained run fitted a calibrator (its data is "used").
+OPEN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+TRAINED_STATUSES = (RunStatus.DEPLOYED, RunStatus.REJECTED)
+FINAL_STATUSES = tuple(status for status in RunStatus if status not in OPEN_STATUSES)
+
+
+def _one_of(column: str, values: Iterable[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(str(value)) for value in values)})"
 
 
 class TrainingRun(Base):
     __tablename__ = "training_run"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('queued', 'running', 'deployed', 'rejected', 'skipped', 'failed')",
-            name="status",
-        ),
-        CheckConstraint("\"trigger\" IN ('schedule', 'api', 'cli')", name="trigger"),
+        CheckConstraint(_one_of("status", RunStatus), name="status"),
+        CheckConstraint(_one_of('"trigger"', RunTrigger), name="trigger"),
         # At most one queued or running run per segment, enforced by the database.
         Index(
             "uq_training_run_one_open",
             "segment",
             unique=True,
-            sqlite_where=text("status IN ('queued', 'running')"),
-            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text(_one_of("status", OPEN_STATUSES)),
+            postgresql_where=text(_one_of("status", OPEN_STATUSES)),
         ),
         Index("ix_training_run_segment_created_at", "segment", "created_at"),
     )
@@ -59,16 +82,3 @@ class TrainingRun(Base):
     model_version: Mapped[int | None] = mapped_column(Integer)
     n_samples: Mapped[int | None] = mapped_column(Integer)
     last_feedback_id: Mapped[int | None] = mapped_column(BigInteger)
-
-
-class JobFiring(Base):
-    """A claim on one scheduled firing: the primary key lets one replica in, the rest out."""
-
-    __tablename__ = "job_firing"
-
-    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
-    claimed_by: Mapped[str] = mapped_column(String(128))
-    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    outcome: Mapped[str | None] = mapped_column(Text)

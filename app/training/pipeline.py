@@ -20,8 +20,8 @@ from app.config import Settings
 from app.db import Database
 from app.training import service
 from app.training.evaluation import TrainingPolicy
-from app.training.models import TrainingRun
-from app.training.runner import heartbeat
+from app.training.heartbeat import Heartbeat
+from app.training.models import RunTrigger, TrainingRun
 
 
 class MLTrainingPipeline:
@@ -80,15 +80,19 @@ class MLTrainingPipeline:
         return service.execute_run(self.database, self.policy, run_id)
 
     def run_once(
-        self, *, segment: str = "default", force: bool = False, trigger: str = "cli"
+        self, *, segment: str = "default", force: bool = False, trigger: str = RunTrigger.CLI
     ) -> dict[str, Any]:
         """Start and execute one run here, heartbeating it; the run as its JSON."""
         with self.database.session_scope() as session:
             run_id = self.start_run(
                 session, segment=segment, force=force, trigger=trigger, requested_by="pipeline"
             ).id
-        with heartbeat(self.database, run_id, every=self.settings.run_heartbeat_seconds):
-            self.execute(run_id)
+        heartbeat = Heartbeat(self.database, every=self.settings.run_heartbeat_seconds)
+        try:
+            with heartbeat.holding(run_id):
+                self.execute(run_id)
+        finally:
+            heartbeat.stop()
         with self.database.session_scope(write=False) as session:
             run = service.to_read(service.get_run(session, run_id=run_id))
         return run.model_dump(mode="json")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, status
 
@@ -10,11 +10,15 @@ from app.auth import Principal, require_scope
 from app.config import SEGMENT_PATTERN
 from app.deps import ReadSession, WriteSession
 from app.errors import responses
+from app.feedback.schemas import FeedbackStats
 from app.params import CursorQuery
 from app.training import service
+from app.training.models import RunStatus, RunTrigger
 from app.training.schemas import TrainingRunCreate, TrainingRunPage, TrainingRunRead
 
 router = APIRouter(prefix="/v1/training-runs", tags=["training"])
+# Feedback counts beside the training watermarks: only this domain knows both.
+feedback_stats_router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
 
 
 @router.post(
@@ -35,7 +39,7 @@ def start_training_run(
         session,
         segment=payload.segment,
         force=payload.force,
-        trigger="api",
+        trigger=RunTrigger.API,
         requested_by=f"api:{principal.name}",
     )
     # Background tasks run after the response, so after the commit: the worker sees the row.
@@ -49,7 +53,7 @@ def start_training_run(
 def list_training_runs(
     session: ReadSession,
     segment: Annotated[str | None, Query(pattern=SEGMENT_PATTERN)] = None,
-    status: Literal["queued", "running", "deployed", "rejected", "skipped", "failed"] | None = None,
+    status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: CursorQuery = None,
 ) -> TrainingRunPage:
@@ -67,3 +71,11 @@ def get_training_run(
 ) -> TrainingRunRead:
     """One run: its status, reason and evaluation results."""
     return service.to_read(service.get_run(session, run_id=run_id))
+
+
+@feedback_stats_router.get(
+    "/stats", dependencies=[Depends(require_scope("read"))], responses=responses(401, 403, 503)
+)
+def feedback_stats(session: ReadSession) -> FeedbackStats:
+    """Totals by label and segment, and how many records arrived since the last training."""
+    return service.feedback_stats(session)

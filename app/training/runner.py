@@ -6,57 +6,35 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import Database
 from app.training import service
-
-if TYPE_CHECKING:
-    from app.training.pipeline import MLTrainingPipeline
+from app.training.heartbeat import Heartbeat
+from app.training.models import RunStatus
 
 logger = logging.getLogger(__name__)
 
 _STOP = -1
 
 
-@contextmanager
-def heartbeat(database: Database, run_id: int, *, every: float) -> Iterator[None]:
-    """Heartbeat one run from a daemon thread while the block runs."""
-    done = threading.Event()
-
-    def beat() -> None:
-        while not done.wait(every):
-            try:
-                with database.session_scope() as session:
-                    service.heartbeat(session, run_ids=[run_id])
-            except Exception:
-                logger.exception("heartbeat of training run %s failed", run_id)
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
-
-
 class TrainingRunner:
     """Daemon threads executing queued runs, and a heartbeat for every run this process holds.
 
-    A run whose heartbeat is older than ``stale_after`` belongs to a worker that died: the
-    reaper (every ``reap_every``, and once at start) marks it failed so the segment is free.
+    ``execute(run_id)`` runs one queued run to its end and returns its final status (``None``
+    when another worker claimed it); the pipeline's ``execute`` is the usual one. A run whose
+    heartbeat is older than ``stale_after`` belongs to a worker that died: the reaper (every
+    ``reap_every``, and once at start) marks it failed so the segment is free.
     ``on_finished(status, seconds)`` is called after each run this process executed.
     """
 
     def __init__(
         self,
-        pipeline: MLTrainingPipeline,
+        execute: Callable[[int], str | None],
+        database: Database,
         *,
         workers: int = 2,
         heartbeat_every: float = 5.0,
@@ -64,26 +42,21 @@ class TrainingRunner:
         reap_every: float = 10.0,
         on_finished: Callable[[str, float], None] | None = None,
     ) -> None:
-        self.pipeline = pipeline
-        self.database = pipeline.database
-        self.heartbeat_every = heartbeat_every
+        self.execute = execute
+        self.database = database
+        self.heartbeat = Heartbeat(database, every=heartbeat_every)
         self.stale_after = timedelta(seconds=stale_after)
         self.reap_every = reap_every
         self.on_finished = on_finished
         self._queue: queue.Queue[int] = queue.Queue()
-        self._held: set[int] = set()
-        self._held_lock = threading.Lock()
         self._stopping = threading.Event()
         self._workers = [
             threading.Thread(target=self._work, name=f"training-worker-{i}", daemon=True)
             for i in range(workers)
         ]
-        self._background = [
-            threading.Thread(
-                target=self._heartbeat_forever, name="training-heartbeat", daemon=True
-            ),
-            threading.Thread(target=self._reap_forever, name="training-reaper", daemon=True),
-        ]
+        self._reaper = threading.Thread(
+            target=self._reap_forever, name="training-reaper", daemon=True
+        )
 
     def start(self) -> None:
         try:
@@ -91,7 +64,8 @@ class TrainingRunner:
         except SQLAlchemyError as exc:
             # Not fatal: the service must come up (and report not-ready) without its database.
             logger.warning("could not recover abandoned training runs at startup: %s", exc)
-        for thread in self._workers + self._background:
+        self.heartbeat.start()
+        for thread in [*self._workers, self._reaper]:
             thread.start()
 
     def stop(self, grace: float = 10.0) -> None:
@@ -106,10 +80,11 @@ class TrainingRunner:
         for thread in self._workers:
             if thread.is_alive():
                 thread.join(max(0.0, deadline - time.monotonic()))
+        self.heartbeat.stop()
 
     def submit(self, run_id: int) -> None:
-        with self._held_lock:
-            self._held.add(run_id)
+        # Held while queued too: a run waiting behind others must not look abandoned.
+        self.heartbeat.hold(run_id)
         self._queue.put(run_id)
 
     def recover(self) -> list[int]:
@@ -136,18 +111,6 @@ class TrainingRunner:
             except Exception:
                 logger.exception("reaping abandoned training runs failed")
 
-    def _heartbeat_forever(self) -> None:
-        while not self._stopping.wait(self.heartbeat_every):
-            with self._held_lock:
-                held = sorted(self._held)
-            if not held:
-                continue
-            try:
-                with self.database.session_scope() as session:
-                    service.heartbeat(session, run_ids=held)
-            except Exception:
-                logger.exception("heartbeat of training runs %s failed", held)
-
     def _work(self) -> None:
         while True:
             run_id = self._queue.get()
@@ -155,12 +118,11 @@ class TrainingRunner:
                 return
             started = time.perf_counter()
             try:
-                status = self.pipeline.execute(run_id)
+                status = self.execute(run_id)
             except Exception:
                 logger.exception("training run %s crashed the worker", run_id)
-                status = "failed"
+                status = RunStatus.FAILED
             finally:
-                with self._held_lock:
-                    self._held.discard(run_id)
+                self.heartbeat.release(run_id)
             if status is not None and self.on_finished is not None:
                 self.on_finished(status, time.perf_counter() - started)

@@ -7,9 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.config import SEGMENT_PATTERN
-from app.feedback.models import DEFAULT_SEGMENT
-from app.feedback.schemas import check_segment
+from app.config import DEFAULT_SEGMENT, SEGMENT_PATTERN, check_segment
+from app.training.models import RunStatus, RunTrigger
 
 
 class TrainingRunCreate(BaseModel):
@@ -28,8 +27,8 @@ class TrainingRunCreate(BaseModel):
 class TrainingRunRead(BaseModel):
     id: int
     segment: str
-    trigger: str = Field(description="schedule | api | cli")
-    status: str = Field(description="queued | running | deployed | rejected | skipped | failed")
+    trigger: RunTrigger
+    status: RunStatus
     force: bool
     reason: str | None
     created_at: datetime

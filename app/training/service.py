@@ -15,11 +15,15 @@ from sqlalchemy.orm import Session
 from app.calibration import Calibrator, identity_calibrator
 from app.db import Database, utcnow
 from app.errors import ConflictError, NotFoundError
+from app.feedback import repository as feedback
+from app.feedback import service as feedback_service
+from app.feedback.schemas import FeedbackStats
 from app.params import cursor_id, page_of
+from app.registry import artifacts
 from app.registry import service as registry
 from app.training import repository
 from app.training.evaluation import TrainingPolicy, evaluate_candidate
-from app.training.models import TrainingRun
+from app.training.models import RunStatus, TrainingRun
 from app.training.schemas import TrainingRunPage, TrainingRunRead
 
 logger = logging.getLogger(__name__)
@@ -43,7 +47,7 @@ def start_run(
         session,
         segment=segment,
         trigger=trigger,
-        status="queued",
+        status=RunStatus.QUEUED,
         force=force,
         requested_by=requested_by,
         created_at=utcnow(),
@@ -90,15 +94,23 @@ def fail_abandoned_runs(session: Session, *, stale_after: timedelta, reason: str
     )
 
 
-def heartbeat(session: Session, *, run_ids: list[int]) -> None:
-    repository.touch_heartbeats(session, run_ids, utcnow())
+def feedback_stats(session: Session) -> FeedbackStats:
+    """Feedback totals, with what arrived since each segment's last training run."""
+    return feedback_service.feedback_stats(
+        session, watermarks=repository.training_watermarks(session)
+    )
+
+
+def run_results(session: Session, *, run_id: int) -> dict[str, Any] | None:
+    """The evaluation results a run stored (``None`` for a run without them)."""
+    return repository.run_results(session, run_id)
 
 
 def _skip_reason(
     session: Session, *, segment: str, force: bool, policy: TrainingPolicy, up_to: int
 ) -> str | None:
     """Why this run should not train, judged before any data is loaded; ``None`` to train."""
-    total = repository.count_feedback_between(session, segment, 0, up_to)
+    total = feedback.count_between(session, segment, 0, up_to)
     if total < policy.min_samples:
         return (
             f"segment '{segment}' has {total} feedback samples; "
@@ -113,7 +125,7 @@ def _skip_reason(
             f"the last training (run {last.id}) finished {age.total_seconds() / 86400:.1f} days "
             f"ago; the interval is {policy.interval_days:g} days (force to train anyway)"
         )
-    new = repository.count_feedback_between(session, segment, last.last_feedback_id or 0, up_to)
+    new = feedback.count_between(session, segment, last.last_feedback_id or 0, up_to)
     if new < policy.min_samples:
         return (
             f"only {new} new samples since the last training (run {last.id}); "
@@ -174,13 +186,13 @@ class _TrainingData:
 def _load(database: Database, policy: TrainingPolicy, run: TrainingRun) -> _TrainingData | str:
     """The run's data in one read transaction, or the reason it should be skipped."""
     with database.session_scope(write=False) as session:
-        up_to = repository.max_feedback_id(session, run.segment) or 0
+        up_to = feedback.max_id(session, run.segment) or 0
         skip = _skip_reason(
             session, segment=run.segment, force=run.force, policy=policy, up_to=up_to
         )
         if skip is not None:
             return skip
-        scores, labels = repository.feedback_arrays(session, run.segment, up_to)
+        scores, labels = feedback.score_label_arrays(session, run.segment, up_to)
         skip = _class_skip_reason(labels)
         if skip is not None:
             return skip
@@ -189,7 +201,7 @@ def _load(database: Database, policy: TrainingPolicy, run: TrainingRun) -> _Trai
             scores=scores,
             labels=labels,
             up_to=up_to,
-            production=registry.calibrator_for(active) if active else identity_calibrator(),
+            production=artifacts.calibrator_for(active) if active else identity_calibrator(),
             production_version=active.version if active else None,
         )
 
@@ -198,9 +210,9 @@ def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
     segment = run.segment
     data = _load(database, policy, run)
     if isinstance(data, str):
-        _finish(database, run.id, status="skipped", reason=data, last_feedback_id=None)
-        _log_outcome(run.id, segment, "skipped", data)
-        return "skipped"
+        _finish(database, run.id, status=RunStatus.SKIPPED, reason=data, last_feedback_id=None)
+        _log_outcome(run.id, segment, RunStatus.SKIPPED, data)
+        return RunStatus.SKIPPED
     scores, labels, up_to = data.scores, data.labels, data.up_to
     production_version = data.production_version
 
@@ -225,7 +237,7 @@ def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
         if evaluation.deploy and not deployed:
             reason = "the active model changed while training; the candidate was not deployed"
             results.update(deployed=False, reason=reason)
-        status = "deployed" if deployed else "rejected"
+        status = RunStatus.DEPLOYED if deployed else RunStatus.REJECTED
         closed = repository.finish_run(
             session,
             run.id,
@@ -261,7 +273,7 @@ def execute_run(database: Database, policy: TrainingPolicy, run_id: int) -> str 
         return _train(database, policy, run)
     except RunAbandonedError:
         logger.warning("training run %s was closed by another worker; result dropped", run_id)
-        return "failed"
+        return RunStatus.FAILED
     except Exception as exc:
         reason = f"training failed: {type(exc).__name__}: {exc}"
         logger.exception("training run %s failed", run_id)
@@ -269,9 +281,9 @@ def execute_run(database: Database, policy: TrainingPolicy, run_id: int) -> str 
             _finish(
                 database,
                 run_id,
-                status="failed",
+                status=RunStatus.FAILED,
                 reason=reason[:2000],
                 error=traceback.format_exc()[-8000:],
             )
-        _log_outcome(run_id, run.segment, "failed", reason)
-        return "failed"
+        _log_outcome(run_id, run.segment, RunStatus.FAILED, reason)
+        return RunStatus.FAILED

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 FORBIDDEN = ("fastapi", "starlette", "sqlalchemy", "pydantic_settings", "httpx")
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # a fresh interpreter loading scikit-learn
 def test_fresh_interpreter_import_loads_no_service_framework():
     code = (
         "import json, sys\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import httpx
-from conftest import overconfident_feedback, train
+from helpers import overconfident_feedback, train
 
 TRAINING_SAMPLES = 400
 RECENT_SAMPLES = 120

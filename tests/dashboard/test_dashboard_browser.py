@@ -23,6 +23,9 @@ from app import migrations
 from app.config import Settings
 from app.main import create_app
 
+# Slow: a headless browser.
+pytestmark = pytest.mark.slow
+
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome")
 WINDOW = (1280, 2000)
 # Colours of the candidate (blue) and production (orange) curves in the diagrams.

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import overconfident_feedback, train
 from fastapi.testclient import TestClient
+from helpers import overconfident_feedback, train
 from PIL import Image
 from scipy.stats import binomtest
 from seeding import RECENT_SAMPLES, seed_service, stored_feedback
@@ -18,8 +18,8 @@ from sklearn.model_selection import train_test_split
 from app.calibration import load_calibrator
 from app.config import Settings
 from app.dashboard import charts
+from app.dashboard.schemas import ReliabilityRead
 from app.main import create_app
-from app.registry.schemas import ReliabilityRead
 
 BIN_KEYS = {"bin", "lower", "upper", "count", "mean_confidence", "observed_rate", "ci_low"}
 
@@ -253,8 +253,16 @@ def test_openapi_declares_the_answers(client: TestClient) -> None:
     assert {"200", "401", "403", "404", "422", "503"} <= set(operation["responses"])
     content = operation["responses"]["200"]["content"]
     assert {"application/json", "image/svg+xml", "image/png"} <= set(content)
+    # Every model-version path names an example version: the fuzzer (tests/test_openapi_fuzz.py)
+    # reaches stored versions, and their pictures, through these examples.
+    for path, operations in paths.items():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] in ("segment", "version"):
+                    assert parameter["schema"].get("examples") or parameter.get("examples"), path
 
 
+@pytest.mark.slow  # many pictures in many threads
 def test_pictures_drawn_in_parallel_threads_equal_one_drawn_alone(seeded: TestClient) -> None:
     data = ReliabilityRead.model_validate(seeded.get("/v1/models/default/1/reliability").json())
     alone = charts.render(charts.reliability_figure(data), "png")

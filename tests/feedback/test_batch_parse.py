@@ -162,18 +162,21 @@ good_items = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow  # fuzzing
 @hypothesis_settings(max_examples=1500, deadline=None)
 @given(st.lists(items, max_size=4))
 def test_any_items_give_the_reference_rows_or_errors(values: list[dict[str, object]]) -> None:
     check(json.dumps({"items": values}).encode())
 
 
+@pytest.mark.slow  # fuzzing
 @hypothesis_settings(max_examples=800, deadline=None)
 @given(st.lists(good_items, min_size=1, max_size=4))
 def test_good_items_give_the_reference_rows(values: list[dict[str, object]]) -> None:
     check(json.dumps({"items": values}).encode())
 
 
+@pytest.mark.slow  # fuzzing
 @hypothesis_settings(max_examples=3000, deadline=None)
 @given(timestamps)
 @example("2026-11-01T10:00:00Z")

@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.dialects import sqlite
 
+from app.config import Settings
 from app.db import UTCDateTime
 from app.feedback.models import Feedback
 from app.feedback.repository import sqlite_timestamp
 from app.feedback.schemas import FeedbackCreate
 from app.feedback.service import body_sha256
+from app.main import create_app
 
 
 def stored(database_url: str) -> list[Feedback]:
@@ -127,6 +129,30 @@ def test_bad_input_is_422_naming_the_field(
     assert response.status_code == 422, response.text
     assert any(error["loc"][-1] == field for error in response.json()["detail"])
     assert count(clean_database) == 0
+
+
+@pytest.mark.parametrize("limit", [64, 8192])
+def test_the_metadata_limit_is_the_setting(clean_database: str, limit: int) -> None:
+    settings = Settings(database_url=clean_database, env="test", max_metadata_bytes=limit)
+    # JSON sizes just under and just over the limit ({"x":"..."} is 8 bytes around the text).
+    fits, too_big = {"x": "y" * (limit - 8)}, {"x": "y" * (limit - 7)}
+    with TestClient(create_app(settings)) as client:
+        one = client.post("/v1/feedback", json={"score": 0.5, "label": True, "metadata": fits})
+        assert one.status_code == 201, one.text
+        refused = client.post(
+            "/v1/feedback", json={"score": 0.5, "label": True, "metadata": too_big}
+        )
+        assert refused.status_code == 422
+        assert refused.json()["detail"][0]["loc"] == ["body", "metadata"]
+        assert f"at most {limit} bytes" in refused.json()["detail"][0]["msg"]
+        items = [{"score": 0.1, "label": False, "metadata": fits}] * 2
+        batch = client.post("/v1/feedback/batch", json={"items": items})
+        assert batch.status_code == 201, batch.text
+        items.append({"score": 0.1, "label": False, "metadata": too_big})
+        batch = client.post("/v1/feedback/batch", json={"items": items})
+        assert batch.status_code == 422
+        assert batch.json()["detail"][0]["loc"] == ["body", "items", 2, "metadata"]
+    assert count(clean_database) == 3
 
 
 def test_long_strings_and_big_metadata_are_rejected(client: TestClient) -> None:

@@ -6,8 +6,8 @@ import json
 from datetime import timedelta
 
 import pytest
-from conftest import overconfident_feedback, train
 from fastapi.testclient import TestClient
+from helpers import overconfident_feedback, train
 from sqlalchemy import create_engine, update
 
 from app.config import Settings

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-from conftest import overconfident_feedback, train
 from fastapi.testclient import TestClient
+from helpers import overconfident_feedback, train
 
 from app.calibration import load_calibrator
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import overconfident_feedback
 from fastapi.testclient import TestClient
+from helpers import overconfident_feedback
 
 from app.config import Settings
 from app.training import MLTrainingPipeline

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import overconfident_feedback, train
 from fastapi.testclient import TestClient
+from helpers import overconfident_feedback, train
 from sklearn.model_selection import train_test_split
 from sqlalchemy import create_engine, insert
 

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from app.training.repository import _pg_binary_rows
+from app.feedback.repository import _pg_binary_rows
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 

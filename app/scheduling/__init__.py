@@ -1,0 +1,1 @@
+"""Scheduling: nightly training and periodic health snapshots, each firing run once."""
