@@ -48,8 +48,18 @@ def other_engine_predictions(ref: str, tasks: Sequence[Task]) -> list[np.ndarray
     """Predictions of ``ref``'s ``fit_calibrator(auto)`` for each (scores, labels, eval, seed)."""
     with tempfile.TemporaryDirectory(prefix="calib_engine_") as folder:
         root = Path(folder)
+        # Since the client package owns the artifact apply code, the engine needs it too.
+        paths = ["app"]
+        listed = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "ls-tree", "--name-only", ref, "clients/python"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        if listed.strip():
+            paths.append("clients/python")
         archive = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "archive", ref, "app"],
+            ["git", "-C", str(PROJECT_ROOT), "archive", ref, *paths],
             check=True,
             capture_output=True,
         ).stdout
@@ -66,7 +76,11 @@ def other_engine_predictions(ref: str, tasks: Sequence[Task]) -> list[np.ndarray
         subprocess.run(
             [sys.executable, "-c", WORKER, str(root / "in.npz"), str(root / "out.npz")],
             cwd=root,
-            env={"PYTHONPATH": str(root), "OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+            env={
+                "PYTHONPATH": f"{root}:{root / 'clients' / 'python'}",
+                "OPENBLAS_NUM_THREADS": "1",
+                "PATH": "/usr/bin:/bin",
+            },
             check=True,
         )
         result = np.load(root / "out.npz")
