@@ -1,9 +1,27 @@
-"""Test-set Brier/ECE of fit_calibrator(auto) against scikit-learn's sigmoid and isotonic."""
+"""Quality of fit_calibrator(auto) beside scikit-learn and beside another revision's engine.
+
+Three parts, each printing today's engine and the engine of ``--baseline-ref`` (default
+``main``) measured in the same run:
+
+1. simulated analyzers with known true maps (bench/simulation.py): error against the truth
+   over the better of sklearn's unregularised sigmoid-on-logit and isotonic, chosen per case
+   in hindsight (targets: geometric mean <= 0.95, no case > 1.10), and the coverage of the
+   true map by ``predict_interval(level=0.9)`` (target 0.85-0.97 on average, >= 0.80 at any n);
+2. real classifiers on real and synthetic data: test Brier over the better of sklearn's
+   CalibratedClassifierCV sigmoid and isotonic, per run (targets: geometric mean <= 1.00,
+   no run > 1.10);
+3. the seed's demo analyzer with 72 labels: ECE and Brier before and after, on fresh data.
+
+    python bench/calibration_quality.py [--reps 20] [--baseline-ref main] [--skip-real]
+"""
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
@@ -17,9 +35,21 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.naive_bayes import GaussianNB
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engines import other_engine_predictions, resolve
+from simulation import SIZES, TRUTHS, draws, sklearn_isotonic, sklearn_sigmoid
+
 from app.calibration import evaluate, fit_calibrator
+from app.demo import N_SAMPLES, overconfident_analyzer
 
 SEEDS = range(5)
+DEMO_SEEDS = range(20)
+DEMO_TEST_SAMPLES = 100_000
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(float(np.mean(np.log(values))))
 
 
 def datasets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -50,7 +80,7 @@ def classifiers(seed: int) -> dict:
     }
 
 
-def run_case(x: np.ndarray, y: np.ndarray, clf, seed: int) -> dict[str, dict]:
+def run_case(x: np.ndarray, y: np.ndarray, clf, seed: int) -> dict:
     # Separate splits: fit the classifier on half, calibrate on a quarter, test on a quarter.
     x_fit, x_rest, y_fit, y_rest = train_test_split(
         x, y, train_size=0.5, stratify=y, random_state=seed
@@ -66,65 +96,172 @@ def run_case(x: np.ndarray, y: np.ndarray, clf, seed: int) -> dict[str, dict]:
     for method in ("sigmoid", "isotonic"):
         sk = CalibratedClassifierCV(FrozenEstimator(clf), method=method).fit(x_cal, y_cal)
         probs[method] = sk.predict_proba(x_test)[:, 1]
-    result = {name: evaluate(p, y_test) for name, p in probs.items()}
-    result["chosen"] = ours.method + ("+blend" if (ours.selection or {}).get("blend") else "")
-    return result
+    return {
+        "probs": probs,
+        "y_test": y_test,
+        "task": (raw_cal, y_cal.astype(np.float64), raw_test, seed),
+    }
 
 
-def main() -> None:
+def real_data(baseline_ref: str) -> None:
     start = time.perf_counter()
     rows = []
     for data_name, (x, y) in datasets().items():
         for clf_name in classifiers(0):
             runs = [run_case(x, y, classifiers(seed)[clf_name], seed) for seed in SEEDS]
-            mean = {
-                name: {m: float(np.mean([r[name][m] for r in runs])) for m in ("brier", "ece")}
-                for name in ("raw", "ours", "sigmoid", "isotonic")
-            }
-            chosen = sorted({r["chosen"] for r in runs})
-            rows.append((f"{data_name}/{clf_name}", mean, chosen, runs))
-
-    def geomean(values: list[float]) -> float:
-        return math.exp(float(np.mean(np.log(values))))
-
-    header = (
-        f"{'case':28s} {'raw':>7s} {'ours':>7s} {'sigmoid':>7s} {'isotonic':>8s}"
-        f"  {'ratio':>6s} {'per-run':>7s}"
+            rows.append((f"{data_name}/{clf_name}", runs))
+    tasks = [run["task"] for _, runs in rows for run in runs]
+    baseline = iter(other_engine_predictions(baseline_ref, tasks))
+    names = ("raw", "ours", "base", "sigmoid", "isotonic")
+    print(
+        f"real data: test Brier (mean over {len(SEEDS)} seeds); ratio = engine / better of "
+        f"sklearn's sigmoid and isotonic on the same run; 'base' = the engine of {baseline_ref}"
     )
     print(
-        f"test Brier (mean over {len(SEEDS)} seeds); ratio = ours / better of sklearn's two "
-        "(chosen on the seed means); per-run = geometric mean over seeds of ours / better "
-        "of the two chosen on each seed"
+        f"{'case':28s} {'raw':>7s} {'ours':>7s} {'base':>7s} {'sigmoid':>7s} {'isotonic':>8s}"
+        f"  {'ours/sk':>7s} {'worst':>6s} {'base/sk':>7s} {'worst':>6s}"
     )
-    print(header)
-    ratios, seed_ratios = [], []
-    for case, mean, chosen, runs in rows:
-        best = min(mean["sigmoid"]["brier"], mean["isotonic"]["brier"])
-        ratio = mean["ours"]["brier"] / best
-        ratios.append(ratio)
-        case_seed_ratios = [
-            r["ours"]["brier"] / min(r["sigmoid"]["brier"], r["isotonic"]["brier"]) for r in runs
-        ]
-        seed_ratios += case_seed_ratios
-        b = {k: v["brier"] for k, v in mean.items()}
+    all_ratios: dict[str, list[float]] = {"ours": [], "base": []}
+    for case, runs in rows:
+        briers: dict[str, list[float]] = {name: [] for name in names}
+        case_ratios: dict[str, list[float]] = {"ours": [], "base": []}
+        for run in runs:
+            run["probs"]["base"] = next(baseline)
+            scored = {name: evaluate(run["probs"][name], run["y_test"]) for name in names}
+            for name in names:
+                briers[name].append(scored[name]["brier"])
+            best = min(scored["sigmoid"]["brier"], scored["isotonic"]["brier"])
+            for engine in ("ours", "base"):
+                case_ratios[engine].append(scored[engine]["brier"] / best)
+        for engine in ("ours", "base"):
+            all_ratios[engine] += case_ratios[engine]
+        b = {name: float(np.mean(v)) for name, v in briers.items()}
         print(
-            f"{case:28s} {b['raw']:7.4f} {b['ours']:7.4f} {b['sigmoid']:7.4f} {b['isotonic']:8.4f}"
-            f"  {ratio:6.3f} {geomean(case_seed_ratios):7.3f}  {','.join(chosen)}"
+            f"{case:28s} {b['raw']:7.4f} {b['ours']:7.4f} {b['base']:7.4f} {b['sigmoid']:7.4f}"
+            f" {b['isotonic']:8.4f}  {geomean(case_ratios['ours']):7.3f}"
+            f" {max(case_ratios['ours']):6.3f} {geomean(case_ratios['base']):7.3f}"
+            f" {max(case_ratios['base']):6.3f}"
         )
-    print()
-    print(f"{'case':28s} {'ECE raw':>8s} {'ours':>7s} {'sigmoid':>7s} {'isotonic':>8s}")
-    for case, mean, _, _ in rows:
-        e = {k: v["ece"] for k, v in mean.items()}
+    n_runs = len(all_ratios["ours"])
+    for engine, label in (("ours", "today"), ("base", baseline_ref)):
         print(
-            f"{case:28s} {e['raw']:8.4f} {e['ours']:7.4f} {e['sigmoid']:7.4f} {e['isotonic']:8.4f}"
+            f"real data, {label:>8s}: per-run Brier ratio over {n_runs} runs: geometric mean "
+            f"{geomean(all_ratios[engine]):.4f}, worst {max(all_ratios[engine]):.4f}"
+            "  (targets <= 1.00, <= 1.10)"
         )
-
-    print()
-    print(f"geometric-mean Brier ratio over {len(ratios)} cases: {geomean(ratios):.4f}")
-    print(
-        f"geometric-mean Brier ratio over {len(seed_ratios)} case-seeds: {geomean(seed_ratios):.4f}"
-    )
     print(f"elapsed {time.perf_counter() - start:.1f} s")
+
+
+def simulation(reps: int, baseline_ref: str) -> None:
+    start = time.perf_counter()
+    samples = draws(reps)
+    tasks = [(d.scores, d.labels, d.evaluation, d.rep) for d in samples]
+    baseline = other_engine_predictions(baseline_ref, tasks)
+    errors: dict[tuple[str, int], dict[str, list[float]]] = {}
+    coverage: dict[tuple[str, int], list[float]] = {}
+    widths: dict[tuple[str, int], list[float]] = {}
+    for d, base in zip(samples, baseline, strict=True):
+        key = (d.truth.name, d.n)
+        cal = fit_calibrator(d.scores, d.labels, method="auto", random_state=d.rep)
+        fitted = {
+            "ours": cal.predict(d.evaluation),
+            "base": base,
+            "sigmoid": sklearn_sigmoid(d.scores, d.labels, d.evaluation),
+            "isotonic": sklearn_isotonic(d.scores, d.labels, d.evaluation),
+        }
+        case = errors.setdefault(key, {name: [] for name in fitted})
+        for name, q in fitted.items():
+            case[name].append(float(np.mean(np.abs(q - d.true_eval))))
+        low, high = cal.predict_interval(d.evaluation, level=0.9)
+        inside = (d.true_eval >= low) & (d.true_eval <= high)
+        coverage.setdefault(key, []).append(float(inside.mean()))
+        widths.setdefault(key, []).append(float(np.mean(high - low)))
+
+    print(
+        f"simulation: mean |fitted - true| over the analyzer's scores, {reps} repetitions per "
+        f"case; ratio = engine / better of sklearn's sigmoid and isotonic (per case, in "
+        f"hindsight); 'base' = the engine of {baseline_ref}; coverage of the true map by the "
+        "0.9 band (mean width)"
+    )
+    print(
+        f"{'truth':15s} {'n':>5s} {'ours':>7s} {'base':>7s} {'sigmoid':>7s} {'isotonic':>8s}"
+        f"  {'ours/sk':>7s} {'base/sk':>7s}  {'cover':>5s} {'width':>6s}"
+    )
+    ratios: dict[str, list[float]] = {"ours": [], "base": []}
+    for truth in TRUTHS:
+        for n in SIZES:
+            m = {name: float(np.mean(v)) for name, v in errors[(truth.name, n)].items()}
+            best = min(m["sigmoid"], m["isotonic"])
+            r = {engine: m[engine] / best for engine in ratios}
+            for engine in ratios:
+                ratios[engine].append(r[engine])
+            print(
+                f"{truth.name:15s} {n:5d} {m['ours']:7.4f} {m['base']:7.4f} {m['sigmoid']:7.4f}"
+                f" {m['isotonic']:8.4f}  {r['ours']:7.3f} {r['base']:7.3f}"
+                f"  {np.mean(coverage[(truth.name, n)]):5.3f}"
+                f" {np.mean(widths[(truth.name, n)]):6.3f}"
+            )
+    for engine, label in (("ours", "today"), ("base", baseline_ref)):
+        print(
+            f"simulation, {label:>8s}: error ratio over {len(ratios[engine])} cases: geometric "
+            f"mean {geomean(ratios[engine]):.4f}, worst {max(ratios[engine]):.4f}"
+            "  (targets <= 0.95, <= 1.10)"
+        )
+    by_n = {n: float(np.mean([np.mean(coverage[(t.name, n)]) for t in TRUTHS])) for n in SIZES}
+    overall = float(np.mean(list(by_n.values())))
+    per_n = ", ".join(f"n={n}: {c:.3f}" for n, c in by_n.items())
+    print(f"band coverage at 0.9: {overall:.3f} overall (target 0.85-0.97); by n: {per_n}")
+    print(f"lowest case coverage: {min(np.mean(v) for v in coverage.values()):.3f}")
+    print(f"elapsed {time.perf_counter() - start:.1f} s")
+
+
+def demo(baseline_ref: str) -> None:
+    """The seed's demo analyzer: fit on 72 labels, score on fresh findings of the same analyzer."""
+    test = overconfident_analyzer(DEMO_TEST_SAMPLES, 10**6)
+    test_scores = np.array([r["score"] for r in test])
+    test_labels = np.array([r["label"] for r in test], dtype=np.float64)
+    tasks, fitted = [], []
+    for seed in DEMO_SEEDS:
+        records = overconfident_analyzer(N_SAMPLES, seed)
+        scores = np.array([r["score"] for r in records])
+        labels = np.array([r["label"] for r in records], dtype=np.float64)
+        tasks.append((scores, labels, test_scores, 0))
+        fitted.append(fit_calibrator(scores, labels, random_state=0).predict(test_scores))
+    baseline = other_engine_predictions(baseline_ref, tasks)
+    rows = {
+        "before (raw scores)": [evaluate(test_scores, test_labels)] * len(fitted),
+        "after, today": [evaluate(q, test_labels) for q in fitted],
+        f"after, {baseline_ref}": [evaluate(q, test_labels) for q in baseline],
+    }
+    print(
+        f"demo: {N_SAMPLES} labels from app.demo's overconfident analyzer, {len(DEMO_SEEDS)} "
+        f"draws (seed 7 is the demo's own); scored on {DEMO_TEST_SAMPLES:,} fresh findings"
+    )
+    for name, scored in rows.items():
+        ece = [s["ece"] for s in scored]
+        brier = [s["brier"] for s in scored]
+        seven = scored[list(DEMO_SEEDS).index(7)]
+        print(
+            f"  {name:22s} ECE mean {np.mean(ece):.4f} (seed 7: {seven['ece']:.4f})   "
+            f"Brier mean {np.mean(brier):.4f} (seed 7: {seven['brier']:.4f})"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=20, help="repetitions per simulated case")
+    parser.add_argument("--baseline-ref", default="main", help="git revision to compare with")
+    parser.add_argument("--skip-real", action="store_true", help="skip the real-data part")
+    parser.add_argument("--skip-simulation", action="store_true")
+    args = parser.parse_args()
+    print(f"baseline engine: {args.baseline_ref} = {resolve(args.baseline_ref)}; today: HEAD")
+    if not args.skip_simulation:
+        simulation(args.reps, args.baseline_ref)
+        print()
+    if not args.skip_real:
+        real_data(args.baseline_ref)
+        print()
+    demo(args.baseline_ref)
 
 
 if __name__ == "__main__":

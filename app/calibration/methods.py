@@ -18,11 +18,16 @@ from calibration_client.artifact import (
     ArtifactCalibrator,
     FloatArray,
     apply_checked,
+    band_interval,
     canonical_params,
     check_artifact,
+    check_probabilities,
     logit,
 )
+from numpy.typing import ArrayLike
 from scipy.optimize import isotonic_regression, minimize
+
+from app.calibration.intervals import rescale_band
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -54,7 +59,10 @@ class Calibrator(ArtifactCalibrator):
     method, params, input_clip
         As for ``calibration_client.artifact.ArtifactCalibrator``.
     selection : dict, optional
-        How ``fit_calibrator(method="auto")`` chose the method (JSON-safe).
+        How ``fit_calibrator(method="auto")`` built the map (JSON-safe).
+    band : mapping, optional
+        A pointwise band ``{"level", "x", "low", "high"}`` around the map (see
+        ``predict_interval``).
     """
 
     def __init__(
@@ -63,18 +71,94 @@ class Calibrator(ArtifactCalibrator):
         params: Mapping[str, Any],
         input_clip: tuple[float, float] = INPUT_CLIP,
         selection: dict[str, Any] | None = None,
+        band: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(method, params, input_clip)
+        super().__init__(method, params, input_clip, band=band)
         self.selection = selection
+        self._bands: dict[float, dict[str, Any]] = {}
+
+    def predict_interval(
+        self, scores: ArrayLike, level: float = 0.9
+    ) -> tuple[FloatArray, FloatArray]:
+        """A pointwise band for the calibrated probability at ``scores``.
+
+        At the stored band's level (0.9 from ``fit_calibrator``) this is the
+        stored band, applied as the client applies it; at other levels the
+        stored log-odds half-widths are rescaled by the ratio of normal quantiles.
+
+        Parameters
+        ----------
+        scores : array-like of shape (n_samples,)
+            Raw scores in [0, 1].
+        level : float in (0, 1), default=0.9
+
+        Returns
+        -------
+        low, high : ndarray of shape (n_samples,)
+            ``0 <= low <= predict(scores) <= high <= 1``.
+
+        Raises
+        ------
+        ValueError
+            ``level`` outside (0, 1), bad scores, or a calibrator without a band
+            (named-method fits, the identity, artifacts written without one).
+        """
+        level = _check_level(level)
+        if self.band is None:
+            raise ValueError(
+                f"this {self.method} calibrator carries no band; "
+                "fit it with method='auto' to get one"
+            )
+        p = check_probabilities(scores, "scores")
+        band = self.band
+        if level != band["level"]:
+            if level not in self._bands:
+                x = np.asarray(band["x"], dtype=np.float64)
+                center = apply_checked(self.method, self.params, x, self.input_clip)
+                ends = apply_checked(
+                    self.method, self.params, np.array([0.0, 1.0]), self.input_clip
+                )
+                self._bands[level] = rescale_band(
+                    band,
+                    center,
+                    level,
+                    knots_shared=self._band_shares_knots(),
+                    ends=(float(ends[0]), float(ends[1])),
+                )
+            band = self._bands[level]
+        return band_interval(band, p, self.input_clip)
+
+    def _band_shares_knots(self) -> bool:
+        # An isotonic table whose knots inside the band's span are the band's x
+        # is linear between them, so containment at the knots is containment.
+        if self.method != "isotonic" or self.band is None:
+            return False
+        x = np.asarray(self.params["x"])
+        bx = self.band["x"]
+        inside = x[(x >= bx[0]) & (x <= bx[-1])]
+        return inside.tolist() == bx
 
     def to_artifact(self) -> dict[str, Any]:
         """The portable, JSON-safe ``calibrator/v1`` form (no segment or version)."""
-        return {
+        artifact = {
             "format": ARTIFACT_FORMAT,
             "method": self.method,
             "params": {k: list(v) if isinstance(v, list) else v for k, v in self.params.items()},
             "input_clip": [self.input_clip[0], self.input_clip[1]],
         }
+        if self.band is not None:
+            artifact["band"] = {
+                k: list(v) if isinstance(v, list) else v for k, v in self.band.items()
+            }
+        return artifact
+
+
+def _check_level(level: Any) -> float:
+    if isinstance(level, bool) or not isinstance(level, int | float | np.floating):
+        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    return float(level)
 
 
 def load_calibrator(artifact: Mapping[str, Any]) -> Calibrator:
@@ -84,7 +168,8 @@ def load_calibrator(artifact: Mapping[str, Any]) -> Calibrator:
     ----------
     artifact : mapping
         At least ``format``, ``method`` and ``params``; ``input_clip`` defaults to
-        (1e-12, 1 - 1e-12). Other keys (segment, version, metrics, ...) are ignored.
+        (1e-12, 1 - 1e-12); ``band`` is optional. Other keys (segment, version,
+        metrics, ...) are ignored.
 
     Returns
     -------
@@ -96,7 +181,7 @@ def load_calibrator(artifact: Mapping[str, Any]) -> Calibrator:
         Unknown format or method (named in the message), missing or invalid params.
     """
     method, params, clip = check_artifact(artifact)
-    return Calibrator(method, params, clip)
+    return Calibrator(method, params, clip, band=artifact.get("band"))
 
 
 def identity_calibrator() -> Calibrator:

@@ -1,44 +1,43 @@
-"""fit_calibrator: one named method, or the best by cross-validated log loss ("auto")."""
+"""fit_calibrator: one named method, or ("auto") a stacked average of prior-shrunk candidates."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.model_selection import StratifiedKFold
 
-from app.calibration.methods import (
-    INPUT_CLIP,
-    METHODS,
-    Calibrator,
-    FloatArray,
-    apply_params,
-    fit_params,
+from app.calibration.averaging import CANDIDATES, Average, bagged_stacking_weights, tabulate
+from app.calibration.intervals import (
+    BAND_LEVEL,
+    band_from_spread,
+    bootstrap_spread,
 )
-from app.calibration.validation import validate_scores_labels
+from app.calibration.methods import METHODS, Calibrator, FloatArray, fit_params
+from app.calibration.priors import Reference
+from app.calibration.validation import INPUT_CLIP, validate_scores_labels
 
-# Above this many samples, method selection runs on a stratified subsample: the
-# ranking of methods is settled long before, and the final fit still uses all data.
-CV_MAX_SAMPLES = 200_000
-MAX_SPLITS = 5
-# Isotonic and histogram need enough data per training fold to beat a 2-3
-# parameter map; below this they only add variance.
-NONPARAMETRIC_MIN_TRAIN = 100
-NONPARAMETRIC_MIN_MINORITY = 10
-# Relative tolerance on the CV log loss below which methods count as tied.
-TIE_RTOL = 1e-4
-# Fraction of the paired standard error of the per-sample loss difference that
-# a more complex method must beat the simpler one by.
-TIE_SE = 0.5
-BLEND_WEIGHTS = (0.25, 0.5, 0.75)
-_SIMPLICITY = ("identity", "platt", "beta", "histogram", "isotonic")
 _LOSS_CLIP = 1e-15
-
-
-def _per_sample_log_loss(q: FloatArray, y: FloatArray) -> FloatArray:
-    q = np.clip(q, _LOSS_CLIP, 1.0 - _LOSS_CLIP)
-    return -(y * np.log(q) + (1.0 - y) * np.log1p(-q))
+# Above this many samples, the stacking weights are estimated on a stratified
+# subsample: they are settled long before, and the isotonic part of the final
+# fit still uses all data.
+CV_MAX_SAMPLES = 20_000
+# Smooth candidates reach their asymptotic precision long before this; fitting
+# them on a subsample keeps the 1M-sample fit within a few isotonic fits.
+SMOOTH_MAX_SAMPLES = 100_000
+MAX_SPLITS = 5
+SIMPLE = ("platt", "platt_flat")
+# Bayesian-bootstrap reweightings the stacking weights are averaged over.
+N_BAGS = 16
+# Paired standard errors of out-of-fold log-loss gain at which the stack is
+# trusted fully over Platt alone (below, the weights move part of the way).
+GAIN_SE = 3.0
+# Isotonic regression needs a few dozen of the rarer class before its steps
+# say more about the map than about the noise (Zadrozny & Elkan 2002 saw it
+# overfit well below that).
+ISO_MIN_MINORITY = 40
 
 
 def _stratified_subsample(y: FloatArray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -50,34 +49,64 @@ def _stratified_subsample(y: FloatArray, size: int, rng: np.random.Generator) ->
     return np.sort(np.concatenate([take_pos, take_neg]))
 
 
-def _blend_table(
-    p: FloatArray, iso: dict, parametric: str, par: dict, weight: float
-) -> dict[str, list[float]]:
-    """Express weight·isotonic + (1-weight)·parametric as an isotonic x/y table.
+def _reference(prior: Calibrator | None) -> Reference:
+    if prior is None:
+        return lambda p: p
+    if not isinstance(prior, Calibrator):
+        raise ValueError(f"prior must be a Calibrator or None, got {type(prior).__name__}")
+    return prior.predict
 
-    Both maps are non-decreasing, so the blend is; a dense grid (the isotonic
-    knots, data quantiles and an even grid in log-odds) keeps the linear
-    interpolation within about 1e-4 of the exact blend.
+
+def _fit_candidates(
+    names: list[str],
+    p: FloatArray,
+    y: FloatArray,
+    reference: Reference,
+    rng: np.random.Generator,
+    lams: dict[str, FloatArray] | None = None,
+) -> list:
+    """Fit each named candidate; an empty list when one cannot be fitted on these data."""
+    maps = []
+    for name in names:
+        lam = None if lams is None else lams.get(name)
+        fitted = CANDIDATES[name](p, y, reference, rng, lam)
+        if fitted is None:
+            return []
+        maps.append(fitted)
+    return maps
+
+
+def fit_average(
+    p: FloatArray, y: FloatArray, reference: Reference, random_state: int | None
+) -> tuple[Average, dict[str, Any], Callable[[FloatArray, FloatArray, FloatArray], Any]]:
+    """Stack the candidate maps by cross-validated log score; the fit on all data.
+
+    The candidates are fitted on all data first, which learns each prior
+    precision by evidence; the cross-validation folds reuse those precisions
+    (a hyperparameter with about one degree of freedom) and only refit the weights.
+
+    Returns the fitted average, a JSON-safe record of how it was built, and a
+    function refitting the same average (weights and prior precisions fixed) on
+    a resample, evaluated at given scores, for the bootstrap band.
     """
-    lo, hi = float(p.min()), float(p.max())
-    zlo, zhi = (np.log(v / (1.0 - v)) for v in np.clip([lo, hi], *INPUT_CLIP))
-    logit_grid = 1.0 / (1.0 + np.exp(-np.linspace(zlo, zhi, 512)))
-    quantiles = np.quantile(p, np.linspace(0.0, 1.0, 513))
-    x_iso = np.asarray(iso["x"])
-    grid = np.unique(np.concatenate([x_iso, logit_grid, quantiles, [lo, hi]]))
-    grid = grid[(grid >= lo) & (grid <= hi)]
-    values = weight * np.interp(grid, x_iso, np.asarray(iso["y"]))
-    values += (1.0 - weight) * apply_params(parametric, par, grid)
-    # Rounding in the two maps must not leave a downward step of one ulp.
-    values = np.clip(np.maximum.accumulate(values), 0.0, 1.0)
-    keep = np.ones(grid.shape[0], dtype=bool)
-    keep[1:-1] = ~((values[1:-1] == values[:-2]) & (values[1:-1] == values[2:]))
-    return {"x": grid[keep].tolist(), "y": values[keep].tolist()}
-
-
-def _select(p: FloatArray, y: FloatArray, random_state: int | None) -> Calibrator:
     rng = np.random.default_rng(random_state)
     n = p.shape[0]
+    smooth_p, smooth_y = p, y
+    if n > SMOOTH_MAX_SAMPLES:
+        sub = _stratified_subsample(y, SMOOTH_MAX_SAMPLES, rng)
+        smooth_p, smooth_y = p[sub], y[sub]
+    names = list(CANDIDATES)
+    maps = []
+    for name in names:
+        data = (p, y) if name == "isotonic" else (smooth_p, smooth_y)
+        maps.append(CANDIDATES[name](*data, reference, rng))
+    fitted = {name: m for name, m in zip(names, maps, strict=True) if m is not None}
+    n_pos_all = int(np.count_nonzero(y))
+    if min(n_pos_all, n - n_pos_all) < ISO_MIN_MINORITY:
+        fitted.pop("isotonic", None)
+    names = list(fitted)
+    lams = {name: m.fit.lam for name, m in fitted.items() if hasattr(m, "fit")}
+
     if n > CV_MAX_SAMPLES:
         sub = _stratified_subsample(y, CV_MAX_SAMPLES, rng)
         p_cv, y_cv = p[sub], y[sub]
@@ -88,83 +117,65 @@ def _select(p: FloatArray, y: FloatArray, random_state: int | None) -> Calibrato
     minority = min(n_pos, n_cv - n_pos)
     # Each test fold must see at least two of the minority class.
     n_splits = min(MAX_SPLITS, minority // 2)
-    if n_splits < 2:
-        params = fit_params("platt", p, y)
-        selection = {
-            "cv_log_loss": {},
-            "n_splits": 0,
-            "chosen": "platt",
-            "n_cv_samples": n_cv,
-            "reason": f"minority class has {minority} samples: too few for cross-validation",
-        }
-        return Calibrator("platt", params, selection=selection)
-
-    train_size = n_cv * (n_splits - 1) // n_splits
-    minority_train = minority * (n_splits - 1) // n_splits
-    candidates = ["identity", "platt", "beta"]
-    if train_size >= NONPARAMETRIC_MIN_TRAIN and minority_train >= NONPARAMETRIC_MIN_MINORITY:
-        candidates += ["histogram", "isotonic"]
-
-    seed = None if random_state is None else int(random_state)
-    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    oof = {m: np.empty(n_cv) for m in candidates}
-    for train, test in folds.split(np.zeros((n_cv, 1)), y_cv):
-        for method in candidates:
-            params = fit_params(method, p_cv[train], y_cv[train])
-            oof[method][test] = apply_params(method, params, p_cv[test])
-
-    losses = {m: _per_sample_log_loss(oof[m], y_cv) for m in candidates}
-    cv = {m: float(losses[m].mean()) for m in candidates}
-    best = min(candidates, key=lambda m: cv[m])
-
-    def tolerance(method: str, reference: FloatArray) -> float:
-        # A simpler method wins unless the better one is ahead by more than half a
-        # standard error of the paired per-sample difference (or a hair, when
-        # the two are identical).
-        diff = losses[method] - reference
-        se = float(diff.std(ddof=1) / np.sqrt(n_cv))
-        return max(TIE_RTOL * abs(float(reference.mean())), TIE_SE * se)
-
-    chosen = next(
-        m for m in _SIMPLICITY if m in cv and cv[m] - cv[best] <= tolerance(m, losses[best])
-    )
-
-    blend = None
-    if "isotonic" in candidates:
-        parametric = min(("platt", "beta"), key=lambda m: cv[m])
-        trials = {}
-        for w in BLEND_WEIGHTS:
-            q = w * oof["isotonic"] + (1.0 - w) * oof[parametric]
-            trials[w] = _per_sample_log_loss(q, y_cv)
-        w_best = min(trials, key=lambda w: float(trials[w].mean()))
-        blend_loss = trials.pop(w_best)
-        del trials
-        if cv[chosen] - float(blend_loss.mean()) > tolerance(chosen, blend_loss):
-            blend = {
-                "isotonic_weight": float(w_best),
-                "parametric": parametric,
-                "cv_log_loss": float(blend_loss.mean()),
-            }
-
-    selection: dict[str, Any] = {
-        "cv_log_loss": cv,
-        "n_splits": n_splits,
-        "chosen": "isotonic" if blend else chosen,
-        "best_single": best,
+    record: dict[str, Any] = {
+        "n_splits": 0,
         "n_cv_samples": n_cv,
-        "candidates": candidates,
-        "blend": blend,
+        "candidates": names,
+        "precision": {name: [float(v) for v in lam] for name, lam in lams.items()},
     }
-    # The out-of-fold arrays are no longer needed; free them before the final
-    # fit on all data, which is where peak memory is reached.
-    oof.clear()
-    losses.clear()
-    if blend is None:
-        return Calibrator(chosen, fit_params(chosen, p, y), selection=selection)
-    iso = fit_params("isotonic", p, y)
-    par = fit_params(blend["parametric"], p, y)
-    table = _blend_table(p, iso, blend["parametric"], par, blend["isotonic_weight"])
-    return Calibrator("isotonic", table, selection=selection)
+    weights = None
+    if n_splits >= 2:
+        seed = None if random_state is None else int(random_state)
+        folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        oof = np.empty((n_cv, len(names)))
+        for train, test in folds.split(np.zeros((n_cv, 1)), y_cv):
+            fold_maps = _fit_candidates(names, p_cv[train], y_cv[train], reference, rng, lams)
+            if not fold_maps:
+                break
+            for j, fold_map in enumerate(fold_maps):
+                oof[test, j] = fold_map.predict(p_cv[test])
+        else:
+            weights = bagged_stacking_weights(oof, y_cv, rng, N_BAGS)
+            per_sample = [_per_sample_log_loss(oof[:, j], y_cv) for j in range(len(names))]
+            stacked = _per_sample_log_loss(oof @ weights, y_cv)
+            # The simple family: Platt shrunk toward the prior and Platt unshrunk,
+            # stacked on their own (how far to trust the prior). The full stack must
+            # earn its extra flexibility: its gain over the simple stack, in paired
+            # standard errors of the per-sample log loss, sets how far the weights
+            # move from the simple stack (all of the way from GAIN_SE errors on).
+            simple_cols = [names.index(m) for m in SIMPLE if m in names]
+            simple = np.zeros(len(names))
+            simple[simple_cols] = bagged_stacking_weights(oof[:, simple_cols], y_cv, rng, N_BAGS)
+            diff = _per_sample_log_loss(oof @ simple, y_cv) - stacked
+            se = float(diff.std(ddof=1) / np.sqrt(n_cv)) if n_cv > 1 else 0.0
+            trust = float(np.clip(diff.mean() / (GAIN_SE * se), 0.0, 1.0)) if se > 0 else 0.0
+            weights = trust * weights + (1.0 - trust) * simple
+            record["n_splits"] = n_splits
+            record["stack_trust"] = trust
+            record["cv_log_loss"] = {
+                **{m: float(v.mean()) for m, v in zip(names, per_sample, strict=True)},
+                "stack": float(stacked.mean()),
+            }
+    if weights is None:
+        # Too few labels (or distinct scores) to cross-validate: the evidence-shrunk
+        # Platt map alone, which is the reference itself when the data say nothing.
+        weights = np.array([1.0 if name == "platt" else 0.0 for name in names])
+        record["reason"] = f"minority class has {minority} samples or scores too few values"
+    record["weights"] = dict(zip(names, (float(w) for w in weights), strict=True))
+    keep = [j for j, w in enumerate(weights) if w > 0.0]
+    kept_names = [names[j] for j in keep]
+    average = Average(maps=[fitted[name] for name in kept_names], weights=weights[keep])
+
+    def refit(p_boot: FloatArray, y_boot: FloatArray, x: FloatArray) -> FloatArray | None:
+        maps = _fit_candidates(kept_names, p_boot, y_boot, reference, rng, lams)
+        return Average(maps=maps, weights=average.weights).predict(x) if maps else None
+
+    return average, record, refit
+
+
+def _per_sample_log_loss(q: FloatArray, y: FloatArray) -> FloatArray:
+    q = np.clip(q, _LOSS_CLIP, 1.0 - _LOSS_CLIP)
+    return -(y * np.log(q) + (1.0 - y) * np.log1p(-q))
 
 
 def fit_calibrator(
@@ -172,6 +183,7 @@ def fit_calibrator(
     labels: ArrayLike,
     method: str = "auto",
     random_state: int | None = 0,
+    prior: Calibrator | None = None,
 ) -> Calibrator:
     """Fit a calibrator mapping raw scores to probabilities.
 
@@ -182,29 +194,57 @@ def fit_calibrator(
     labels : array-like of shape (n_samples,)
         0/1 outcomes (ints, floats or booleans); at least 2 of each class.
     method : {"auto", "identity", "platt", "beta", "isotonic", "histogram"}, default="auto"
-        ``"auto"`` picks by stratified k-fold out-of-fold log loss (k <= 5, at
-        least two minority samples per fold; plain Platt when that is impossible),
-        ties going to the simpler method, and may return an isotonic table that
-        blends isotonic with the best parametric map when that is better still.
+        ``"auto"`` averages Platt, beta and a monotone spline (each a posterior
+        mode shrunk toward ``prior`` with a strength learned by evidence) and
+        shrunk isotonic regression, weighted by cross-validated stacking
+        (k <= 5 stratified folds); the average is stored as an isotonic table.
+        A named method is the plain maximum-likelihood fit of that map.
     random_state : int or None, default=0
-        Seeds the CV folds and the subsample taken above 200,000 samples.
+        Seeds the CV folds and the subsamples taken at large n.
+    prior : Calibrator or None, default=None
+        The map the fit shrinks toward when labels are few (the identity when
+        None): e.g. the previous production model or a pooled model. Only
+        ``method="auto"`` uses it.
 
     Returns
     -------
     Calibrator
-        ``selection`` holds the CV record for ``"auto"``, else None.
+        ``selection`` holds the stacking record for ``"auto"``, else None.
 
     Raises
     ------
     ValueError
-        Unknown method, or bad scores/labels (see ``validate_scores_labels``).
+        Unknown method, a prior with a named method, a prior that is not a
+        Calibrator, or bad scores/labels (see ``validate_scores_labels``).
     """
     if method != "auto" and method not in METHODS:
         raise ValueError(
             f"unknown calibration method {method!r}; expected 'auto' or one of {METHODS}"
         )
+    if prior is not None and method != "auto":
+        raise ValueError(f"prior is used by method='auto' only, got method={method!r}")
+    reference = _reference(prior)
     p, y = validate_scores_labels(scores, labels, require_both_classes=True)
     assert y is not None
-    if method == "auto":
-        return _select(p, y, random_state)
-    return Calibrator(method, fit_params(method, p, y))
+    if method != "auto":
+        return Calibrator(method, fit_params(method, p, y))
+    average, record, refit = fit_average(p, y, reference, random_state)
+    record["prior"] = None if prior is None else prior.method
+    table = tabulate(average, p)
+    # The band's knots are the table's inside the input clip (whose ends are
+    # table knots), so containing the map at them contains it everywhere.
+    table_x, table_y = np.asarray(table["x"]), np.asarray(table["y"])
+    inside = (table_x >= INPUT_CLIP[0]) & (table_x <= INPUT_CLIP[1])
+    x, center = table_x[inside], table_y[inside]
+    iso_weight = record["weights"].get("isotonic", 0.0)
+    # Smooth maps converge at n^-1/2, isotonic regression at n^-1/3.
+    rate = 0.5 * (1.0 - iso_weight) + iso_weight / 3.0
+    rng = np.random.default_rng(None if random_state is None else [int(random_state), 1])
+    spread = bootstrap_spread(p, y, x, lambda pb, yb: refit(pb, yb, x), rate, rng)
+    # The bootstrap shows how the shrunk fit varies, not how far its prior may
+    # have pulled it; the posterior's spread covers that (Nychka 1988, "Bayesian
+    # confidence intervals for smoothing splines", JASA 83), so take the larger.
+    spread = np.maximum(spread, average.posterior_logit_sd(x))
+    ends = (float(table_y[0]), float(table_y[-1]))
+    band = band_from_spread(x, center, spread, BAND_LEVEL, knots_shared=True, ends=ends)
+    return Calibrator("isotonic", table, selection=record, band=band)

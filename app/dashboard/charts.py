@@ -93,6 +93,28 @@ def _curve(axes: Any, series: _Series) -> None:
         bar.set_gid(f"{series.key}-errorbars")
 
 
+def _band(axes: Any, data: ReliabilityRead) -> None:
+    """The version's map over raw scores with its pointwise band, shaded.
+
+    Where the compared production model is the identity, its bins sit at the
+    raw scores, so the band shows which of their zig-zags the fit believes.
+    """
+    band = data.band
+    if band is None:
+        return
+    shade = axes.fill_between(band.score, band.low, band.high, color=_CANDIDATE, alpha=0.15)
+    shade.set_gid("band")
+    (line,) = axes.plot(
+        band.score,
+        band.fitted,
+        color=_CANDIDATE,
+        linewidth=1,
+        alpha=0.7,
+        label=f"v{data.version} map over raw score ({band.level:.0%} band)",
+    )
+    line.set_gid("band-fitted")
+
+
 def _histogram(axes: Any, all_series: Sequence[_Series]) -> None:
     width = 0.09 / max(len(all_series), 1)
     for index, series in enumerate(all_series):
@@ -119,6 +141,7 @@ def reliability_figure(data: ReliabilityRead) -> Figure:
     )
     diagonal.set_gid("diagonal")
     series = _series(data)
+    _band(axes, data)
     for one in series:
         _curve(axes, one)
     _histogram(counts, series)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from app.dashboard.schemas import (
+    CalibrationBand,
     RecentReliability,
     ReliabilityBin,
     ReliabilityRead,
@@ -12,6 +14,7 @@ from app.dashboard.schemas import (
 )
 from app.health.drift import recent_calibration
 from app.registry import service as registry
+from app.registry.artifacts import calibrator_for
 from app.registry.models import ModelStatus, ModelVersion
 from app.training import service as training
 
@@ -46,6 +49,26 @@ def _recent_reliability(session: Session, model: ModelVersion, window: int) -> R
     )
 
 
+# Points of the fitted map drawn with its band: enough for a smooth picture.
+_BAND_POINTS = 201
+
+
+def _band(model: ModelVersion) -> CalibrationBand | None:
+    calibrator = calibrator_for(model)
+    if calibrator.band is None:
+        return None
+    level = calibrator.band["level"]
+    score = np.linspace(0.0, 1.0, _BAND_POINTS)
+    low, high = calibrator.predict_interval(score, level=level)
+    return CalibrationBand(
+        level=level,
+        score=score.tolist(),
+        fitted=calibrator.predict(score).tolist(),
+        low=low.tolist(),
+        high=high.tolist(),
+    )
+
+
 def reliability(
     session: Session, *, segment: str, version: int, drift_window: int
 ) -> ReliabilityRead:
@@ -65,4 +88,5 @@ def reliability(
         recent=_recent_reliability(session, model, drift_window)
         if model.status == ModelStatus.ACTIVE
         else None,
+        band=_band(model),
     )

@@ -42,6 +42,16 @@ class RecentReliability(BaseModel):
     bins: list[ReliabilityBin]
 
 
+class CalibrationBand(BaseModel):
+    """The version's fitted map over raw scores with its pointwise band (from the artifact)."""
+
+    level: float = Field(description="nominal pointwise coverage of the band, e.g. 0.9")
+    score: list[float] = Field(description="raw scores, evenly spaced over [0, 1]")
+    fitted: list[float] = Field(description="the calibrated probability at each score")
+    low: list[float]
+    high: list[float]
+
+
 class ReliabilityRead(BaseModel):
     segment: str
     version: int
@@ -51,3 +61,6 @@ class ReliabilityRead(BaseModel):
         description="null when the version's training run stored no reliability data"
     )
     recent: RecentReliability | None = Field(description="only for the active version")
+    band: CalibrationBand | None = Field(
+        default=None, description="null when the version's artifact carries no band"
+    )

@@ -90,3 +90,19 @@ def test_hand_made_tables_with_steps_and_scores_outside_the_edges() -> None:
     # an inner edge belongs to the bin on its right; outside the outer edges, the end bins.
     assert load_calibrator(isotonic).predict([0.4])[0] == 0.6
     assert list(load_calibrator(histogram).predict([0.0, 0.3, 0.95, 1.0])) == [0.2, 0.5, 0.7, 0.7]
+
+
+def test_a_fitted_band_applies_as_documented() -> None:
+    rng = np.random.default_rng(4)
+    scores = rng.beta(0.5, 0.5, 1000)
+    labels = rng.uniform(size=1000) < 0.5 + (scores - 0.5) * 0.4
+    artifact = fit_calibrator(scores, labels).to_artifact()
+    band = artifact["band"]
+    lo, hi = artifact["input_clip"]
+    points = probes(artifact)
+    low, high = load_calibrator(artifact).predict_interval(points, level=band["level"])
+    for p, a, b in zip(points, low, high, strict=True):
+        c = min(max(p, lo), hi)
+        assert abs(interp(c, band["x"], band["low"]) - a) <= 1e-12, p
+        assert abs(interp(c, band["x"], band["high"]) - b) <= 1e-12, p
+        assert a <= documented(artifact, p) <= b

@@ -210,6 +210,23 @@ def test_svg_curve_passes_through_the_served_points(seeded: TestClient) -> None:
         assert np.max(np.abs(slope * np.array(values) + intercept - coordinate)) < 0.01
 
 
+def test_band_is_the_artifacts_band_around_the_fitted_map(seeded: TestClient) -> None:
+    body = seeded.get("/v1/models/default/1/reliability").json()
+    artifact = seeded.get("/v1/models/active/artifact").json()
+    assert artifact["version"] == 1 and artifact["band"]["level"] == 0.9
+    calibrator = load_calibrator(artifact)
+    band = body["band"]
+    score = np.asarray(band["score"])
+    assert band["level"] == 0.9 and score[0] == 0.0 and score[-1] == 1.0
+    low, high = calibrator.predict_interval(score, level=0.9)
+    assert band["low"] == low.tolist() and band["high"] == high.tolist()
+    assert band["fitted"] == calibrator.predict(score).tolist()
+    assert np.all(np.asarray(band["low"]) <= np.asarray(band["fitted"]))
+    assert np.all(np.asarray(band["fitted"]) <= np.asarray(band["high"]))
+    svg = seeded.get("/v1/models/default/1/reliability", params={"format": "svg"}).text
+    assert {"band", "band-fitted"} <= svg_ids(svg)
+
+
 def test_png_diagram(seeded: TestClient) -> None:
     response = seeded.get("/v1/models/default/1/reliability", params={"format": "png"})
     assert response.status_code == 200
