@@ -420,7 +420,9 @@ def fit_pooled(
     pooled = fit_calibrator(p, y, random_state=random_state)
     spread = estimate_spread(pooled, p, y, segments, random_state)
     selection = {**(pooled.selection or {}), "segment_spread": spread.to_dict()}
-    pooled = Calibrator(pooled.method, pooled.params, pooled.input_clip, selection=selection)
+    pooled = Calibrator(
+        pooled.method, pooled.params, pooled.input_clip, selection=selection, band=pooled.band
+    )
     return pooled, spread
 
 

@@ -48,6 +48,8 @@ def test_returns_the_pooled_calibrator_and_one_per_segment() -> None:
     pooled = fit_calibrator(scores, labels, random_state=0)
     assert result[POOLED_SEGMENT].method == pooled.method
     assert result[POOLED_SEGMENT].params == pooled.params
+    # The pooled calibrator keeps the band of the fit it comes from.
+    assert result[POOLED_SEGMENT].to_artifact()["band"] == pooled.to_artifact()["band"]
     for cal in result.values():
         assert isinstance(cal, Calibrator)
         probs = cal.predict(GRID)
