@@ -56,7 +56,8 @@ def _match_key(presented: str, keys: dict[str, list[str]]) -> Principal | None:
 def require_scope(scope: str) -> Callable[..., Principal]:
     """A dependency admitting callers whose key has ``scope`` (or ``admin``)."""
 
-    def dependency(
+    # async: it does no I/O, and a plain def would cost every request a thread-pool hop.
+    async def dependency(
         request: Request,
         bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
         api_key: str | None = Depends(_api_key_header),

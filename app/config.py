@@ -12,18 +12,30 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.calibration.segments import POOLED_SEGMENT
+
 logger = logging.getLogger(__name__)
 
 SCOPES = ("feedback:write", "read", "train", "admin")
 SEGMENT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-RESERVED_SEGMENTS = frozenset({"active", "history"})
+# Path words under /v1/models/ cannot name a segment anywhere; the pooled calibrator's name is
+# one no feedback may carry, though training runs and the registry use it.
+PATH_WORDS = frozenset({"active", "history"})
+RESERVED_SEGMENTS = PATH_WORDS | {POOLED_SEGMENT}
 DEFAULT_SEGMENT = "default"
 DEFAULT_DATABASE_URL = "sqlite:///./data/calibration.db"
 
 
 def check_segment(value: str) -> str:
-    """A segment name that is not one of the reserved path words under ``/v1/models/``."""
+    """A segment name feedback may carry: not a path word under ``/v1/models/``, not ``_pooled``."""
     if value in RESERVED_SEGMENTS:
+        raise ValueError(f"segment name '{value}' is reserved")
+    return value
+
+
+def check_trainable_segment(value: str) -> str:
+    """A segment name a training run may name: ``_pooled`` too, the path words not."""
+    if value in PATH_WORDS:
         raise ValueError(f"segment name '{value}' is reserved")
     return value
 
@@ -50,6 +62,8 @@ class Settings(BaseSettings):
     health_check_interval_hours: float = Field(default=6.0, gt=0)
 
     min_samples_for_training: int = Field(default=50, ge=4)
+    # Once a pooled model is active, segments train from this many samples, borrowing the rest.
+    min_segment_samples: int = Field(default=10, ge=6)
     training_interval_days: float = Field(default=7.0, ge=0)
     performance_threshold: float = Field(default=0.05, ge=0)
     require_significant_improvement: bool = False
@@ -61,6 +75,13 @@ class Settings(BaseSettings):
     drift_threshold: float = Field(default=0.05, gt=0)
     drift_window: int = Field(default=10_000, ge=10)
     random_seed: int = 0
+
+    # gate: a candidate that passes the quality gate goes live; shadow: it becomes the
+    # challenger of the active model and goes live only on evidence from fresh feedback.
+    deploy_mode: Literal["gate", "shadow"] = "gate"
+    shadow_alpha: float = Field(default=0.05, gt=0, lt=1)
+    shadow_max_records: int = Field(default=20_000, ge=1)
+    shadow_auto_promote: bool = True
 
     log_json: bool = False
 

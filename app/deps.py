@@ -12,21 +12,22 @@ from app.config import Settings
 from app.db import Database
 
 
-def get_database(request: Request) -> Database:
+# async: FastAPI runs a plain ``def`` dependency in the thread pool, a hop for an attribute.
+async def get_database(request: Request) -> Database:
     return request.app.state.database
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
 def _read_session(request: Request) -> Iterator[Session]:
-    with get_database(request).session_scope(write=False) as session:
+    with request.app.state.database.session_scope(write=False) as session:
         yield session
 
 
 def _write_session(request: Request) -> Iterator[Session]:
-    with get_database(request).session_scope(write=True) as session:
+    with request.app.state.database.session_scope(write=True) as session:
         yield session
 
 

@@ -22,6 +22,9 @@ from app.middleware import BodySizeLimitMiddleware
 from app.registry.router import router as registry_router
 from app.scheduling.router import router as scheduling_router
 from app.scheduling.scheduler import MLScheduler
+from app.shadow.router import router as shadow_router
+from app.shadow.service import ShadowPolicy
+from app.shadow.updater import FeedbackHookMiddleware, ShadowUpdater
 from app.training.pipeline import MLTrainingPipeline
 from app.training.router import feedback_stats_router
 from app.training.router import router as training_router
@@ -66,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pipeline = pipeline
         app.state.training_runner = runner
         app.state.scheduler = scheduler
+        app.state.shadow_updater = ShadowUpdater(database, ShadowPolicy.from_settings(settings))
         runner.start()
         if settings.scheduler_enabled:
             scheduler.start()
@@ -74,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             scheduler.shutdown()
             runner.stop()
+            await database.close_writer()
+            app.state.shadow_updater.shutdown()
             database.dispose()
 
     docs = settings.docs_enabled
@@ -93,10 +99,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_metadata_bytes=settings.max_metadata_bytes,
     )
     app.add_middleware(HTTPMetricsMiddleware)
+    app.add_middleware(FeedbackHookMiddleware)
     install_error_handlers(app)
     app.include_router(feedback_router)
     app.include_router(feedback_stats_router)
     app.include_router(training_router)
+    # Before the registry: its /v1/models/{segment}/{version} would take ".../shadow".
+    app.include_router(shadow_router)
     app.include_router(registry_router)
     app.include_router(health_router)
     app.include_router(scheduling_router)

@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.db import Database, utcnow
 from app.feedback import repository as feedback_repository
 from app.registry import service as registry
+from app.shadow import service as shadow
+from app.shadow.schemas import ShadowComparisonRead
 from app.training import repository as training
 from app.training.models import RunStatus
 
@@ -50,6 +52,7 @@ class DatabaseCollector(Collector):
                 feedback = dict(self._feedback)
                 runs = training.count_runs_by_status(session)
                 actives = registry.list_active(session)
+                comparisons = shadow.latest_per_segment(session)
         except SQLAlchemyError as exc:
             logger.debug("metrics scrape could not reach the database: %s", exc)
             up.add_metric([], 0.0)
@@ -91,6 +94,41 @@ class DatabaseCollector(Collector):
         yield version
         yield ece
         yield age
+        yield from _shadow_metrics(comparisons)
+
+
+def _shadow_metrics(comparisons: list[ShadowComparisonRead]) -> Iterator[Metric]:
+    """The latest champion/challenger comparison of each segment."""
+    labels = ["segment", "challenger", "champion"]
+    families = {
+        "running": GaugeMetricFamily(
+            "calib_shadow_running", "1 while the comparison is running", labels=labels
+        ),
+        "n": GaugeMetricFamily(
+            "calib_shadow_records", "Feedback records scored by both models", labels=labels
+        ),
+        "low": GaugeMetricFamily(
+            "calib_shadow_interval_low",
+            "Lower bound of the Brier difference (challenger - champion)",
+            labels=labels,
+        ),
+        "high": GaugeMetricFamily(
+            "calib_shadow_interval_high",
+            "Upper bound of the Brier difference (challenger - champion)",
+            labels=labels,
+        ),
+    }
+    for comparison in comparisons:
+        key = [
+            comparison.segment,
+            str(comparison.challenger_version),
+            str(comparison.champion_version),
+        ]
+        families["running"].add_metric(key, float(comparison.status == "running"))
+        families["n"].add_metric(key, comparison.n)
+        families["low"].add_metric(key, comparison.interval[0])
+        families["high"].add_metric(key, comparison.interval[1])
+    yield from families.values()
 
 
 class ServiceMetrics:
@@ -124,6 +162,20 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(DatabaseCollector(database))
+        # (method, route, status) -> its two children: labels() costs more than the update.
+        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_latency.labels(method, route),
+            )
+            self._http_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def training_finished(self, status: str, seconds: float) -> None:
         self.training_duration.labels(status=status).observe(seconds)
@@ -158,6 +210,4 @@ class HTTPMetricsMiddleware:
             metrics: ServiceMetrics | None = getattr(scope["app"].state, "metrics", None)
             if metrics is not None:
                 route = getattr(scope.get("route"), "path", "unmatched")
-                method = scope["method"]
-                metrics.http_requests.labels(method, route, str(status)).inc()
-                metrics.http_latency.labels(method, route).observe(time.perf_counter() - started)
+                metrics.request_done(scope["method"], route, status, time.perf_counter() - started)

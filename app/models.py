@@ -5,6 +5,7 @@ from app.feedback.models import Feedback
 from app.health.models import HealthCheck
 from app.registry.models import ModelEvent, ModelVersion
 from app.scheduling.models import JobFiring
+from app.shadow.models import ShadowComparison
 from app.training.models import TrainingRun
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "JobFiring",
     "ModelEvent",
     "ModelVersion",
+    "ShadowComparison",
     "TrainingRun",
 ]

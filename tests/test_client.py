@@ -165,3 +165,45 @@ def test_client_imports_no_framework_or_database() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_segment_without_a_model_follows_the_pooled_calibrator(
+    app: FastAPI, tmp_path: Path
+) -> None:
+    cache = tmp_path / "calibrator.json"
+    with serve_in_thread(app) as base_url:
+        with CalibrationClient(base_url) as admin:
+            # Two segments that differ, so the pooled model learns that segments can differ.
+            rng = np.random.default_rng(1)
+            scores = rng.uniform(0.02, 0.98, 300)
+            optimistic = [
+                {"score": float(s), "label": bool(rng.uniform() < 0.5 + 0.4 * s), "segment": "beta"}
+                for s in scores
+            ]
+            admin.send_feedback(overconfident_feedback(300, segment="alpha") + optimistic)
+            assert admin.train(force=True, segment="_pooled")["status"] == "deployed"
+        client = CalibrationClient(base_url, segment="newbie", cache_path=cache)
+        assert client.refresh() is True
+        assert client.calibrator_segment == "_pooled"
+        remote = client.calibrate_remote(SCORES.tolist())
+        assert remote["calibrator_segment"] == "_pooled"
+        assert np.max(np.abs(client.calibrate(SCORES) - np.array(remote["calibrated"]))) <= 1e-12
+        pooled_probs = client.calibrate(SCORES)
+        client.close()
+        # A restart reads the cached pooled calibrator back for its own segment.
+        restarted = CalibrationClient(base_url, segment="newbie", cache_path=cache)
+        assert restarted.calibrator_segment == "_pooled"
+        assert np.array_equal(restarted.calibrate(SCORES), pooled_probs)
+
+        # 16 of 20 right at every score: the segment's own calibrator deploys and replaces it.
+        restarted.send_feedback(
+            [
+                {"score": float(s), "label": i % 5 != 0}
+                for i, s in enumerate(np.linspace(0.05, 0.95, 20))
+            ]
+        )
+        # A deployed run of the client's own segment refreshes its calibrator.
+        assert restarted.train(force=True)["status"] == "deployed"
+        assert restarted.calibrator_segment == "newbie"
+        assert not np.allclose(restarted.calibrate(SCORES), pooled_probs)
+        restarted.close()

@@ -65,7 +65,7 @@ def test_latest_fire_time_is_the_same_key_for_every_replica() -> None:
     assert latest_fire_time(trigger, later, timedelta(days=8)) == expected
 
 
-def test_a_scheduled_firing_trains_every_segment_with_enough_new_feedback(
+def test_a_scheduled_firing_trains_the_pooled_model_first_then_every_segment(
     client: TestClient, app
 ) -> None:
     items = overconfident_feedback(300) + overconfident_feedback(20, segment="small")
@@ -73,11 +73,21 @@ def test_a_scheduled_firing_trains_every_segment_with_enough_new_feedback(
     outcome = app.state.scheduler.run_training_job(
         scheduled_for=datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
     )
-    assert outcome.startswith("started runs default:")
+    assert outcome.startswith("trained _pooled:1 deployed; started runs default:2, small:3")
     runs = client.get("/v1/training-runs").json()["items"]
-    assert [(r["segment"], r["trigger"]) for r in runs] == [("default", "schedule")]
-    finished = wait_for_run(client, runs[0]["id"])
-    assert finished["status"] == "deployed"
+    assert [(r["segment"], r["trigger"]) for r in runs] == [
+        ("small", "schedule"),
+        ("default", "schedule"),
+        ("_pooled", "schedule"),
+    ]
+    # The segments were trained against the pooled model the job had just deployed.
+    for run in runs[:2]:
+        finished = wait_for_run(client, run["id"])
+        assert finished["status"] in ("deployed", "rejected"), finished["reason"]
+        assert finished["evaluation_results"]["prior_version"] == 1
+    for segment in ("default", "small"):
+        served = client.get("/v1/models/active/artifact", params={"segment": segment})
+        assert served.status_code == 200
     status = client.get("/v1/scheduler").json()
     training = next(job for job in status["jobs"] if job["id"] == "training")
     assert training["last_outcome"]["outcome"] == outcome
@@ -86,7 +96,7 @@ def test_a_scheduled_firing_trains_every_segment_with_enough_new_feedback(
     again = app.state.scheduler.run_training_job(
         scheduled_for=datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
     )
-    assert again == "no segment has 50 new samples"
+    assert again == "no segment has 10 new samples"
 
 
 def test_health_job_stores_a_snapshot(client: TestClient, app) -> None:
@@ -120,8 +130,14 @@ def test_two_instances_on_postgres_run_each_firing_once(clean_database: str) -> 
             thread.join()
         assert sorted(outcomes, key=str)[0] is None
         assert sum(1 for outcome in outcomes if outcome) == 1
-        run_id = first.get("/v1/training-runs").json()["items"][0]["id"]
-        assert wait_for_run(first, run_id)["status"] == "deployed"
+        runs = first.get("/v1/training-runs").json()["items"]
+        assert [run["segment"] for run in runs] == ["default", "_pooled"]
+        assert runs[1]["status"] == "deployed"
+        # One segment: nothing to borrow across, so its candidate is the pooled map itself and
+        # the gate keeps the pooled model serving it.
+        assert wait_for_run(first, runs[0]["id"])["status"] in ("deployed", "rejected")
+        served = first.get("/v1/models/active/artifact").json()
+        assert served["segment"] in ("default", "_pooled")
 
         health = [
             c.app.state.scheduler.run_health_job(datetime(2026, 11, 26, 6, tzinfo=UTC))
@@ -134,7 +150,7 @@ def test_two_instances_on_postgres_run_each_firing_once(clean_database: str) -> 
         runs = connection.execute(select(func.count()).select_from(TrainingRun)).scalar_one()
         firings = connection.execute(select(func.count()).select_from(JobFiring)).scalar_one()
     engine.dispose()
-    assert (runs, firings) == (1, 2)
+    assert (runs, firings) == (2, 2)
 
 
 @pytest.mark.parametrize(

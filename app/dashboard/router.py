@@ -133,3 +133,28 @@ def model_reliability(
         media_type=charts.MEDIA_TYPES[format],
         headers={"Cache-Control": "no-cache"},
     )
+
+
+@router.get(
+    "/dashboard/segments/{segment}/shadow.svg",
+    dependencies=_read,
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The champion/challenger interval over n (SVG)",
+            "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+        },
+        **responses(401, 403, 404, 422, 503),
+    },
+)
+def shadow_chart(session: ReadSession, segment: SegmentPath) -> Response:
+    """The latest comparison's interval for the Brier difference as records arrived."""
+    comparison = service.segment_shadow(session, segment=segment)
+    # matplotlib loads on the first picture, not at startup.
+    from app.dashboard import charts
+    from app.dashboard.shadow_chart import shadow_figure
+
+    picture = charts.render(shadow_figure(comparison), "svg")
+    return Response(
+        content=picture, media_type=charts.MEDIA_TYPES["svg"], headers={"Cache-Control": "no-cache"}
+    )

@@ -14,6 +14,8 @@ from app.health.schemas import HealthChecks, HealthReport
 from app.registry import service as registry
 from app.registry.schemas import ModelVersionRead
 from app.scheduling.schemas import SchedulerStatus
+from app.shadow import service as shadow
+from app.shadow.schemas import ShadowComparisonRead
 from app.training import service as training
 from app.training.schemas import TrainingRunRead
 
@@ -31,7 +33,11 @@ class SegmentView:
     stale: bool
     recent_ece: float | None
     n_recent: int | None
+    served_by: str | None
+    pooling_weight: float | None
+    distance_from_pooled: float | None
     versions: list[ModelVersionRead]  # newest first
+    shadow: ShadowComparisonRead | None = None  # the latest champion/challenger comparison
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,17 @@ def _segment(session: Session, name: str, checks: HealthChecks) -> SegmentView:
         stale=freshness.stale if freshness else False,
         recent_ece=drift.recent_ece if drift else None,
         n_recent=drift.n_recent if drift else None,
+        served_by=data.served_by if data else None,
+        pooling_weight=data.pooling_weight if data else None,
+        distance_from_pooled=data.distance_from_pooled if data else None,
         versions=versions,
+        shadow=shadow.find_latest(session, segment=name),
     )
+
+
+def segment_shadow(session: Session, *, segment: str) -> ShadowComparisonRead:
+    """A segment's latest comparison; 404 when it never had one."""
+    return shadow.to_read(shadow.latest(session, segment=segment))
 
 
 def build_dashboard(

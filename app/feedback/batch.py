@@ -1,7 +1,7 @@
 """A batch body, from request bytes to driver rows, with the single record's rules.
 
-The reference is ``FeedbackBatchCreate`` (a model per item, then ``service.body_sha256`` and
-``repository.sqlite_timestamp`` per row). For 10,000 items that costs several times the insert,
+The reference is ``FeedbackBatchCreate`` (a model per item, then ``service.driver_row``, the
+single record's row, per item). For 10,000 items that costs several times the insert,
 so batches take a fast path first:
 
 * ``_FAST`` validates the bytes into plain dicts (no model instances, no Python validator per
@@ -29,13 +29,12 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from app.config import DEFAULT_SEGMENT, RESERVED_SEGMENTS, SEGMENT_PATTERN
-from app.feedback.repository import BatchRow, sqlite_timestamp
+from app.feedback.repository import BatchRow
 from app.feedback.schemas import (
     FeedbackBatchCreate,
-    FeedbackCreate,
     encodes_nul,
 )
-from app.feedback.service import body_sha256, canonical_body_sha256
+from app.feedback.service import canonical_body_sha256, driver_row
 from app.middleware import max_metadata_bytes
 
 
@@ -94,22 +93,7 @@ def parse_batch(body: bytes) -> list[BatchRow]:
     except (ValidationError, ValueError, OverflowError, _NotFast):
         pass
     batch = FeedbackBatchCreate.model_validate_json(body)
-    return [reference_row(item) for item in batch.items]
-
-
-def reference_row(item: FeedbackCreate) -> BatchRow:
-    """An item's row the way the single-record path computes each value."""
-    occurred = item.occurred_at
-    return BatchRow(
-        item.external_id,
-        item.segment,
-        item.score,
-        item.label,
-        item.source,
-        None if occurred is None else sqlite_timestamp(occurred),
-        None if item.metadata is None else json.dumps(item.metadata),
-        None if item.external_id is None else body_sha256(item),
-    )
+    return [driver_row(item) for item in batch.items]
 
 
 def _fast_rows(body: bytes) -> list[BatchRow]:

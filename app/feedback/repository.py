@@ -9,27 +9,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, Insert, Row, String, any_, bindparam, case, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Row, String, any_, bindparam, case, func, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app.db import Statements
 from app.feedback.models import Feedback
 
 feedback_table = Feedback.__table__
 _ARRAY_DTYPE = np.dtype([("score", np.float64), ("label", np.bool_)])
-
-
-def _insert_skipping_known_ids(session: Session) -> Insert:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(feedback_table).on_conflict_do_nothing(index_elements=["external_id"])
-
-
-def insert_one(session: Session, row: dict[str, Any]) -> int | None:
-    """Insert one record; ``None`` when its ``external_id`` is already stored."""
-    statement = _insert_skipping_known_ids(session).returning(feedback_table.c.id)
-    return session.execute(statement, row).scalar_one_or_none()
 
 
 class BatchRow(NamedTuple):
@@ -85,6 +74,72 @@ _PG_INSERT = (
     " body_sha256 FROM feedback_incoming ORDER BY ord"
     " ON CONFLICT (external_id) DO NOTHING"
 )
+
+
+_INSERT_ONE = _SQLITE_INSERT + " RETURNING id"
+_FIND = (
+    "SELECT id, external_id, segment, score, label, source, occurred_at, received_at, metadata,"
+    " body_sha256 FROM feedback WHERE external_id = ?"
+)
+
+
+class StoredFeedback(NamedTuple):
+    """A stored record as the driver reads it, with Python types on both backends."""
+
+    id: int
+    external_id: str | None
+    segment: str
+    score: float
+    label: bool
+    source: str | None
+    occurred_at: datetime
+    received_at: datetime
+    metadata: dict[str, Any] | None
+    body_sha256: str | None
+
+
+# The hot path (Database.write_one): straight to the driver, as insert_many.
+
+
+async def insert_one(statements: Statements, row: BatchRow, received_at: datetime) -> int | None:
+    """Insert one record in one statement; its id, or ``None`` when its ``external_id`` is
+    stored already."""
+    external_id, segment, score, label, source, occurred, meta, digest = row
+    received = sqlite_timestamp(received_at)
+    if statements.dialect == "postgresql":
+        received += "+00"  # the SQLite text is naive UTC
+        occurred = None if occurred is None else occurred + "+00"
+    parameters = (
+        external_id,
+        segment,
+        score,
+        label,
+        source,
+        occurred or received,
+        received,
+        meta,
+        digest,
+    )
+    found = await statements.fetch(_INSERT_ONE, parameters)
+    return found[0][0] if found else None
+
+
+async def find_by_external_id(statements: Statements, external_id: str) -> StoredFeedback | None:
+    """The stored record of ``external_id``."""
+    found = await statements.fetch(_FIND, (external_id,))
+    if not found:
+        return None
+    id_, key, segment, score, label, source, occurred, received, meta, digest = found[0]
+    if statements.dialect == "postgresql":
+        occurred, received = occurred.astimezone(UTC), received.astimezone(UTC)
+    else:
+        # SQLite holds naive UTC text, 0/1 and JSON text (see UTCDateTime, sqlite_timestamp).
+        occurred = datetime.fromisoformat(occurred).replace(tzinfo=UTC)
+        received = datetime.fromisoformat(received).replace(tzinfo=UTC)
+        meta = None if meta is None else json.loads(meta)
+    return StoredFeedback(
+        id_, key, segment, score, bool(label), source, occurred, received, meta, digest
+    )
 
 
 def sqlite_timestamp(value: datetime) -> str:
@@ -151,10 +206,6 @@ def _copy_skipping_known_ids(
 
 def get(session: Session, feedback_id: int) -> Feedback | None:
     return session.get(Feedback, feedback_id)
-
-
-def get_by_external_id(session: Session, external_id: str) -> Feedback | None:
-    return session.scalars(select(Feedback).where(Feedback.external_id == external_id)).first()
 
 
 def body_hashes(session: Session, external_ids: Iterable[str]) -> dict[str, str | None]:
@@ -249,18 +300,33 @@ def export_page(
     return [tuple(row) for row in session.execute(statement)]
 
 
-def max_id(session: Session, segment: str) -> int | None:
-    statement = select(func.max(feedback_table.c.id)).where(feedback_table.c.segment == segment)
+def max_id(session: Session, segment: str | None) -> int | None:
+    """The newest feedback id of a segment (``None``: of all segments)."""
+    statement = select(func.max(feedback_table.c.id))
+    if segment is not None:
+        statement = statement.where(feedback_table.c.segment == segment)
     return session.execute(statement).scalar_one()
 
 
-def count_between(session: Session, segment: str, after_id: int, up_to_id: int) -> int:
+def count_between(session: Session, segment: str | None, after_id: int, up_to_id: int) -> int:
+    """Records with ids in (after_id, up_to_id] of a segment (``None``: of all segments)."""
     statement = select(func.count()).where(
-        feedback_table.c.segment == segment,
-        feedback_table.c.id > after_id,
-        feedback_table.c.id <= up_to_id,
+        feedback_table.c.id > after_id, feedback_table.c.id <= up_to_id
     )
+    if segment is not None:
+        statement = statement.where(feedback_table.c.segment == segment)
     return session.execute(statement).scalar_one()
+
+
+def segments_up_to(session: Session, up_to_id: int) -> list[str]:
+    """The segments holding feedback with ids up to ``up_to_id``."""
+    statement = (
+        select(feedback_table.c.segment)
+        .where(feedback_table.c.id <= up_to_id)
+        .group_by(feedback_table.c.segment)
+        .order_by(feedback_table.c.segment)
+    )
+    return list(session.scalars(statement))
 
 
 # A binary COPY row of (float8 NOT NULL, bool NOT NULL): the field count, then each field's
@@ -344,6 +410,23 @@ def recent_scores_labels(
     rows = [(score, float(label)) for score, label in session.execute(statement)]
     array = np.array(rows, dtype=np.float64).reshape(-1, 2)
     return array[:, 0].copy(), array[:, 1].copy()
+
+
+def oldest_after(
+    session: Session, *, segment: str, after_id: int, limit: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Ids, scores and labels of the oldest ``limit`` records of a segment after ``after_id``."""
+    statement = (
+        select(feedback_table.c.id, feedback_table.c.score, feedback_table.c.label)
+        .where(feedback_table.c.segment == segment, feedback_table.c.id > after_id)
+        .order_by(feedback_table.c.id)
+        .limit(limit)
+    )
+    rows = session.execute(statement).all()
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    scores = np.fromiter((row[1] for row in rows), dtype=np.float64, count=len(rows))
+    labels = np.fromiter((row[2] for row in rows), dtype=np.float64, count=len(rows))
+    return ids, scores, labels
 
 
 def counts_after(session: Session, after_id: int) -> list[tuple[str, bool, int, int]]:

@@ -194,6 +194,19 @@ class SegmentStats(BaseModel):
     by_label: LabelCounts
     new_since_last_training: int
     last_training_feedback_id: int | None
+    served_by: str | None = Field(
+        default=None,
+        description="whose calibrator serves the segment: its own name, '_pooled', or null",
+    )
+    pooling_weight: float | None = Field(
+        default=None,
+        description="how much the segment's calibrator borrows from the pooled one "
+        "(1: the pooled map, 0: its own data alone); null without a pooled prior",
+    )
+    distance_from_pooled: float | None = Field(
+        default=None,
+        description="mean |segment map - pooled map| over the segment's training scores",
+    )
 
 
 class FeedbackStats(BaseModel):

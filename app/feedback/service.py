@@ -13,7 +13,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.db import Database, utcnow
+from app.calibration.segments import POOLED_SEGMENT
+from app.db import Database, Statements, utcnow
 from app.errors import ConflictError, PayloadTooLargeError
 from app.feedback import repository
 from app.feedback.models import Feedback
@@ -65,21 +66,22 @@ def body_sha256(item: FeedbackCreate) -> str:
     )
 
 
-def _row(item: FeedbackCreate, now: datetime) -> dict[str, Any]:
-    return {
-        "external_id": item.external_id,
-        "segment": item.segment,
-        "score": item.score,
-        "label": item.label,
-        "source": item.source,
-        "occurred_at": item.occurred_at or now,
-        "received_at": now,
-        "metadata": item.metadata,
-        "body_sha256": body_sha256(item) if item.external_id is not None else None,
-    }
+def driver_row(item: FeedbackCreate) -> repository.BatchRow:
+    """The record as the driver stores it (``repository.BatchRow``), for either path."""
+    occurred = item.occurred_at
+    return repository.BatchRow(
+        item.external_id,
+        item.segment,
+        item.score,
+        item.label,
+        item.source,
+        None if occurred is None else repository.sqlite_timestamp(occurred),
+        None if item.metadata is None else json.dumps(item.metadata),
+        None if item.external_id is None else body_sha256(item),
+    )
 
 
-def to_read(record: Feedback) -> FeedbackRead:
+def to_read(record: Feedback | repository.StoredFeedback) -> FeedbackRead:
     return FeedbackRead(
         id=record.id,
         external_id=record.external_id,
@@ -89,26 +91,43 @@ def to_read(record: Feedback) -> FeedbackRead:
         source=record.source,
         occurred_at=record.occurred_at,
         received_at=record.received_at,
-        metadata=record.metadata_,
+        metadata=record.metadata_ if isinstance(record, Feedback) else record.metadata,
     )
 
 
-def create_feedback(session: Session, *, item: FeedbackCreate) -> tuple[FeedbackRead, bool]:
-    """Store one record. Returns it and whether it was new (``False`` for a replay)."""
-    row = _row(item, utcnow())
-    new_id = repository.insert_one(session, row)
-    if new_id is not None:
-        return FeedbackRead(id=new_id, **_public(row)), True
-    existing = repository.get_by_external_id(session, item.external_id or "")
-    if existing is None or existing.body_sha256 != row["body_sha256"]:
+async def create_feedback(database: Database, *, item: FeedbackCreate) -> tuple[FeedbackRead, bool]:
+    """Store one record. Returns it and whether it was new (``False`` for a replay).
+
+    The analyzer's hot path: one statement for a new record (``Database.write_one``), and
+    the stored record is read only when the insert skipped a known ``external_id``.
+    """
+    row = driver_row(item)
+    now = utcnow()
+
+    async def write(statements: Statements) -> int | repository.StoredFeedback | None:
+        new_id = await repository.insert_one(statements, row, now)
+        if new_id is not None or item.external_id is None:
+            return new_id
+        return await repository.find_by_external_id(statements, item.external_id)
+
+    stored = await database.write_one(write)
+    if isinstance(stored, int):
+        return FeedbackRead(
+            id=stored,
+            external_id=item.external_id,
+            segment=item.segment,
+            score=item.score,
+            label=item.label,
+            source=item.source,
+            occurred_at=item.occurred_at or now,
+            received_at=now,
+            metadata=item.metadata,
+        ), True
+    if stored is None or stored.body_sha256 != row.body_sha256:
         raise ConflictError(
             f"external_id '{item.external_id}' is already stored with a different body"
         )
-    return to_read(existing), False
-
-
-def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in row.items() if key != "body_sha256"}
+    return to_read(stored), False
 
 
 def create_feedback_batch(
@@ -167,9 +186,27 @@ def list_feedback(
     return FeedbackPage(items=[to_read(r) for r in records], next_cursor=next_cursor)
 
 
-def feedback_stats(session: Session, *, watermarks: Mapping[str, int]) -> FeedbackStats:
+def _serving_fields(segment: str, serving: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    own = serving.get(segment)
+    if own is None:
+        return {"served_by": POOLED_SEGMENT if POOLED_SEGMENT in serving else None}
+    return {
+        "served_by": segment,
+        "pooling_weight": own.get("pooling_weight"),
+        "distance_from_pooled": own.get("distance_from_pooled"),
+    }
+
+
+def feedback_stats(
+    session: Session,
+    *,
+    watermarks: Mapping[str, int],
+    serving: Mapping[str, Mapping[str, Any]] | None = None,
+) -> FeedbackStats:
     """Totals by segment and label; "new" counts records above each segment's ``watermarks``
-    (the last feedback id a training run used, which the training domain knows)."""
+    (the last feedback id a training run used, which the training domain knows). With
+    ``serving`` (the registry's report of active models per segment), also which calibrator
+    serves each segment and how much it borrows from the pooled one."""
     segments: dict[str, dict[str, int]] = {}
     for segment, label, count, new in repository.counts_by_segment_and_label(session, watermarks):
         counts = segments.setdefault(segment, {"true": 0, "false": 0, "new": 0})
@@ -181,6 +218,7 @@ def feedback_stats(session: Session, *, watermarks: Mapping[str, int]) -> Feedba
             by_label=LabelCounts(true=counts["true"], false=counts["false"]),
             new_since_last_training=counts["new"],
             last_training_feedback_id=watermarks.get(segment),
+            **(_serving_fields(segment, serving) if serving is not None else {}),
         )
         for segment, counts in sorted(segments.items())
     }

@@ -38,11 +38,19 @@ class SegmentData(BaseModel):
     stored: int
     new_since_last_training: int
     enough_for_training: bool
+    served_by: str | None = Field(
+        default=None, description="whose calibrator serves it: its own name, '_pooled' or null"
+    )
+    pooling_weight: float | None = None
+    distance_from_pooled: float | None = None
 
 
 class DataAvailabilityCheck(BaseModel):
     status: CheckStatus
     min_samples: int
+    min_samples_pooled: int | None = Field(
+        default=None, description="the minimum of '_pooled' (over all segments)"
+    )
     segments: dict[str, SegmentData]
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import migrations
+from app.calibration.segments import POOLED_SEGMENT
 from app.config import Settings
 from app.db import Database, utcnow
 from app.health import repository
@@ -38,6 +39,7 @@ from app.params import cursor_id, page_of
 from app.registry import service as registry
 from app.registry.models import ModelVersion
 from app.scheduling.schemas import SchedulerStatus
+from app.training import pooling as training_pooling
 from app.training import repository as training
 from app.training import service as training_service
 
@@ -70,7 +72,9 @@ def _data_availability(
     session: Session, settings: Settings, alerts: list[Alert]
 ) -> DataAvailabilityCheck:
     stats = training_service.feedback_stats(session)
-    minimum = settings.min_samples_for_training
+    pooled = registry.find_active(session, segment=POOLED_SEGMENT) is not None
+    # With a pooled model, segments train (borrowing from it) on a few samples of their own.
+    minimum = settings.min_segment_samples if pooled else settings.min_samples_for_training
     found: list[Alert] = []
     if stats.total == 0:
         found.append(Alert(severity="warning", code="no_data", message="no feedback stored yet"))
@@ -80,8 +84,12 @@ def _data_availability(
             stored=seg.total,
             new_since_last_training=seg.new_since_last_training,
             enough_for_training=seg.total >= minimum,
+            served_by=seg.served_by,
+            pooling_weight=seg.pooling_weight,
+            distance_from_pooled=seg.distance_from_pooled,
         )
-        if seg.total < minimum:
+        # A small segment served by the pooled calibrator is working as intended.
+        if seg.total < minimum and seg.served_by is None:
             found.append(
                 Alert(
                     severity="warning",
@@ -91,8 +99,21 @@ def _data_availability(
                     segment=segment,
                 )
             )
+    if pooled:
+        # Listed once it exists: a service that never trains "_pooled" has nothing to report.
+        segments[POOLED_SEGMENT] = SegmentData(
+            stored=stats.total,
+            new_since_last_training=training_pooling.pooled_new_samples(session),
+            enough_for_training=stats.total >= settings.min_samples_for_training,
+            served_by=POOLED_SEGMENT,
+        )
     alerts += found
-    return DataAvailabilityCheck(status=_status(found), min_samples=minimum, segments=segments)
+    return DataAvailabilityCheck(
+        status=_status(found),
+        min_samples=minimum,
+        min_samples_pooled=settings.min_samples_for_training,
+        segments=segments,
+    )
 
 
 def _model_freshness(
@@ -126,7 +147,8 @@ def _model_freshness(
                 )
             )
     for segment, data in segments.items():
-        if actives and segment not in by_segment and data.enough_for_training:
+        served = data.served_by is not None
+        if actives and not served and segment not in by_segment and data.enough_for_training:
             found.append(
                 Alert(
                     severity="warning",

@@ -47,12 +47,16 @@ def calibrator_for(model: ModelVersion) -> Calibrator:
     return calibrator
 
 
-def calibrate(model: ModelVersion, scores: list[float]) -> CalibrateResponse:
-    """Apply a version's calibrator (the client's artifact code) to raw scores."""
+def calibrate(model: ModelVersion, scores: list[float], *, segment: str) -> CalibrateResponse:
+    """Apply a version's calibrator (the client's artifact code) to raw scores of ``segment``.
+
+    ``model`` may be the pooled one, serving a segment without a model of its own.
+    """
     calibrated = calibrator_for(model).predict(np.asarray(scores, dtype=np.float64))
     return CalibrateResponse(
         calibrated=calibrated.tolist(),
         model_version=model.version,
-        segment=model.segment,
+        segment=segment,
+        calibrator_segment=model.segment,
         method=model.method,
     )

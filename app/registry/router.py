@@ -30,6 +30,8 @@ from app.registry.schemas import (
 
 router = APIRouter(tags=["models"])
 
+CALIBRATOR_SEGMENT_HEADER = "X-Calibrator-Segment"
+
 _read = [Depends(require_scope("read"))]
 SegmentQuery = Annotated[str, Query(pattern=SEGMENT_PATTERN)]
 LimitQuery = Annotated[int, Query(ge=1, le=500)]
@@ -70,6 +72,12 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
         200: {
             "description": "The portable calibrator (calibrator/v1 JSON); ETag is its sha256",
             "content": {"application/json": {"schema": {"type": "object"}}},
+            "headers": {
+                CALIBRATOR_SEGMENT_HEADER: {
+                    "description": "The segment whose calibrator this is ('_pooled': fallback)",
+                    "schema": {"type": "string"},
+                }
+            },
         },
         304: {"description": "Not modified: the If-None-Match ETag is still current"},
         **responses(401, 403, 404, 422, 503),
@@ -80,9 +88,18 @@ def active_artifact(
     segment: SegmentQuery = DEFAULT_SEGMENT,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Download the active calibrator; send ``If-None-Match`` to revalidate a cached copy."""
-    body, sha256 = artifacts.artifact_document(service.get_active(session, segment=segment))
-    headers = {"ETag": f'"{sha256}"', "Cache-Control": "no-cache"}
+    """Download the active calibrator; send ``If-None-Match`` to revalidate a cached copy.
+
+    A segment without an active model of its own gets the active ``_pooled`` calibrator; the
+    ``X-Calibrator-Segment`` header (and the artifact's ``segment``) say which answered.
+    """
+    model = service.get_serving(session, segment=segment)
+    body, sha256 = artifacts.artifact_document(model)
+    headers = {
+        "ETag": f'"{sha256}"',
+        "Cache-Control": "no-cache",
+        CALIBRATOR_SEGMENT_HEADER: model.segment,
+    }
     if _etag_matches(if_none_match, sha256):
         return Response(status_code=304, headers=headers)
     return Response(content=body, media_type="application/json", headers=headers)
@@ -142,7 +159,10 @@ def activate_model(
     dependencies=_read,
     responses=responses(400, 401, 403, 404, 413, 422, 503),
 )
-def calibrate(payload: CalibrateRequest, session: ReadSession) -> CalibrateResponse:
-    """Apply the segment's active calibrator to raw scores, server-side."""
-    model = service.get_active(session, segment=payload.segment)
-    return artifacts.calibrate(model, payload.scores)
+def calibrate(
+    payload: CalibrateRequest, session: ReadSession, response: Response
+) -> CalibrateResponse:
+    """Apply the segment's active calibrator (else the pooled one) to raw scores, server-side."""
+    model = service.get_serving(session, segment=payload.segment)
+    response.headers[CALIBRATOR_SEGMENT_HEADER] = model.segment
+    return artifacts.calibrate(model, payload.scores, segment=payload.segment)

@@ -85,4 +85,7 @@ class CalibrateResponse(BaseModel):
     calibrated: list[float]
     model_version: int
     segment: str
+    calibrator_segment: str = Field(
+        description="whose calibrator answered: the segment's own, or '_pooled' as fallback"
+    )
     method: str

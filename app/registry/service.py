@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.calibration import Calibrator
+from app.calibration.segments import POOLED_SEGMENT
 from app.db import utcnow
 from app.errors import ConflictError, NotFoundError
 from app.params import cursor_id, page_of
@@ -42,6 +43,41 @@ def get_active(session: Session, *, segment: str) -> ModelVersion:
 
 def find_active(session: Session, *, segment: str) -> ModelVersion | None:
     return repository.get_active(session, segment)
+
+
+def get_serving(session: Session, *, segment: str) -> ModelVersion:
+    """The model that answers for ``segment``: its own active one, else the active pooled one.
+
+    404 only when neither exists.
+    """
+    model = repository.get_active(session, segment)
+    if model is None and segment != POOLED_SEGMENT:
+        model = repository.get_active(session, POOLED_SEGMENT)
+    if model is None:
+        raise NotFoundError(
+            f"segment '{segment}' has no active model and no pooled model is active yet; "
+            "start a training run first"
+        )
+    return model
+
+
+def segment_serving(session: Session) -> dict[str, dict[str, Any]]:
+    """Per segment with an active model (``_pooled`` included): what its training recorded.
+
+    ``pooling_weight`` (1: the pooled map, 0: the segment's own data alone) and
+    ``distance_from_pooled`` (mean |segment map - pooled map| over its training scores); both
+    ``None`` for a model trained without a pooled prior. A segment missing here is served by
+    ``_pooled`` when that is present, else by nothing.
+    """
+    report = {}
+    for model in repository.list_active(session):
+        pooling = model.metrics.get("pooling") or {}
+        report[model.segment] = {
+            "version": model.version,
+            "pooling_weight": pooling.get("pooling_weight"),
+            "distance_from_pooled": pooling.get("distance_from_pooled"),
+        }
+    return report
 
 
 def list_active(session: Session) -> list[ModelVersion]:

@@ -17,12 +17,15 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from app.calibration.segments import POOLED_SEGMENT
 from app.config import Settings
 from app.db import utcnow
 from app.errors import ConflictError
 from app.scheduling import repository
 from app.scheduling.schemas import JobOutcome, SchedulerJob, SchedulerStatus
+from app.training import pooling
 from app.training import service as training
+from app.training.heartbeat import Heartbeat
 from app.training.models import RunTrigger
 from app.training.pipeline import MLTrainingPipeline
 from app.training.runner import TrainingRunner
@@ -222,10 +225,46 @@ class MLScheduler:
         self._finish(TRAINING_JOB, scheduled_for, outcome)
         return outcome
 
+    def _train_pooled_first(self) -> str | None:
+        """Train ``_pooled`` here, before any segment, when enough new feedback arrived.
+
+        It runs in this job's thread, not the workers': the segments started afterwards must
+        see the pooled model it may deploy as their prior.
+        """
+        with self.database.session_scope(write=False) as session:
+            new = pooling.pooled_new_samples(session)
+        if new < self.settings.min_samples_for_training:
+            return None
+        try:
+            with self.database.session_scope() as session:
+                run_id = self.pipeline.start_run(
+                    session,
+                    segment=POOLED_SEGMENT,
+                    force=False,
+                    trigger=RunTrigger.SCHEDULE,
+                    requested_by=f"scheduler:{self.instance}",
+                ).id
+        except ConflictError:
+            return f"{POOLED_SEGMENT} already running"
+        beat = Heartbeat(self.database, every=self.settings.run_heartbeat_seconds)
+        try:
+            with beat.holding(run_id):
+                status = self.pipeline.execute(run_id)
+        finally:
+            beat.stop()
+        return f"{POOLED_SEGMENT}:{run_id} {status}"
+
     def _start_due_runs(self) -> str:
-        minimum = self.settings.min_samples_for_training
+        pooled = self._train_pooled_first()
         with self.database.session_scope(write=False) as session:
             stats = training.feedback_stats(session)
+            has_prior = pooling.find_prior(session) is not None
+        # Segments that borrow from a pooled model train on a few new samples.
+        minimum = (
+            self.settings.min_segment_samples
+            if has_prior
+            else self.settings.min_samples_for_training
+        )
         due = [s for s, seg in stats.by_segment.items() if seg.new_since_last_training >= minimum]
         started, busy = [], []
         for segment in due:
@@ -244,9 +283,10 @@ class MLScheduler:
                 continue
             self.runner.submit(run_id)
             started.append(f"{segment}:{run_id}")
+        parts = [f"trained {pooled}"] if pooled else []
         if not due:
-            return f"no segment has {minimum} new samples"
-        parts = [f"started runs {', '.join(started)}" if started else "started no run"]
+            return "; ".join([*parts, f"no segment has {minimum} new samples"])
+        parts.append(f"started runs {', '.join(started)}" if started else "started no run")
         if busy:
             parts.append(f"already running: {', '.join(busy)}")
         return "; ".join(parts)

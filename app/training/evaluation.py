@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from threadpoolctl import threadpool_limits
 
 from app.calibration import (
@@ -25,6 +25,10 @@ from app.config import Settings
 # Bootstrap cost grows with n x resamples; beyond this many validation samples the intervals
 # are computed on a seeded subsample (they are then slightly wider than the data allows).
 MAX_BOOTSTRAP_SAMPLES = 20_000
+# Below this many samples the 20% validation part (under 40 samples) cannot tell two
+# calibrators apart; such segments are judged by cross-validation, every sample held out once.
+CROSS_VALIDATION_BELOW = 200
+CV_FOLDS = 5
 REPORTED_METRICS = ("ece", "ece_equal_mass", "ece_debiased", "mce", "brier", "log_loss", "auroc")
 
 # A threaded BLAS hands the many thin products of a run (bootstrap resamples, CV folds) to
@@ -59,22 +63,28 @@ class TrainingPolicy:
     """The rules of a run, all from settings."""
 
     min_samples: int = 50
+    min_segment_samples: int = 10
     interval_days: float = 7.0
     threshold: float = 0.05
     require_significant: bool = False
     bootstrap_resamples: int = 1000
     validation_fraction: float = 0.2
     random_seed: int = 0
+    deploy_mode: str = "gate"
+    shadow_alpha: float = 0.05
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrainingPolicy:
         return cls(
             min_samples=settings.min_samples_for_training,
+            min_segment_samples=settings.min_segment_samples,
             interval_days=settings.training_interval_days,
             threshold=settings.performance_threshold,
             require_significant=settings.require_significant_improvement,
             bootstrap_resamples=settings.bootstrap_resamples,
             random_seed=settings.random_seed,
+            deploy_mode=settings.deploy_mode,
+            shadow_alpha=settings.shadow_alpha,
         )
 
 
@@ -129,11 +139,16 @@ def _gate(
     )
 
 
+# Fits a candidate on the training rows (given by index into the run's arrays).
+Fitter = Callable[[NDArray[np.intp]], Calibrator]
+
+
 def evaluate_candidate(
     scores: NDArray[np.float64],
     labels: NDArray[np.float64],
     production: Calibrator,
     policy: TrainingPolicy,
+    fit: Fitter | None = None,
 ) -> Evaluation:
     """Fit a candidate on 80% and judge it against ``production`` on the same held-out 20%.
 
@@ -142,11 +157,18 @@ def evaluate_candidate(
     scores, labels : ndarray of shape (n_samples,)
         Raw scores in [0, 1] and 0/1 outcomes; both classes at least 3 times.
     production : Calibrator
-        The active calibrator (identity when none is active).
+        The calibrator serving the segment now (identity when there is none).
     policy : TrainingPolicy
+    fit : callable, optional
+        Training row indices -> candidate; ``fit_calibrator(method="auto")`` by default.
     """
+    if fit is None:
+
+        def fit(rows: NDArray[np.intp]) -> Calibrator:
+            return fit_calibrator(scores[rows], labels[rows], random_state=policy.random_seed)
+
     with _single_threaded_blas():
-        return _evaluate(scores, labels, production, policy)
+        return _evaluate(scores, labels, production, policy, fit)
 
 
 def _evaluate(
@@ -154,6 +176,7 @@ def _evaluate(
     labels: NDArray[np.float64],
     production: Calibrator,
     policy: TrainingPolicy,
+    fit: Fitter,
 ) -> Evaluation:
     seed = policy.random_seed
     train_idx, val_idx = train_test_split(
@@ -162,7 +185,7 @@ def _evaluate(
         stratify=labels,
         random_state=seed,
     )
-    calibrator = fit_calibrator(scores[train_idx], labels[train_idx], random_state=seed)
+    calibrator = fit(train_idx)
     val_scores, val_labels = scores[val_idx], labels[val_idx]
     candidate_probs = calibrator.predict(val_scores)
     production_probs = production.predict(val_scores)
@@ -183,24 +206,55 @@ def _evaluate(
     bootstrap["n_samples"] = int(boot_idx.shape[0])
 
     ece_improvement = _relative_improvement(current["ece"], candidate["ece"])
-    brier_improvement = _relative_improvement(current["brier"], candidate["brier"])
     deploy, reason = _gate(policy, candidate, current, ece_improvement, bootstrap["ece_diff"])
+    return _evaluation(
+        policy,
+        calibrator=calibrator,
+        production=production,
+        labels=val_labels,
+        probs=(candidate_probs, production_probs),
+        scored=(candidate, current),
+        bootstrap=bootstrap,
+        decision=(deploy, reason),
+        sizes=(int(train_idx.shape[0]), int(val_idx.shape[0])),
+        extra={"gate": "holdout"},
+    )
+
+
+def _evaluation(
+    policy: TrainingPolicy,
+    *,
+    calibrator: Calibrator,
+    production: Calibrator,
+    labels: NDArray[np.float64],
+    probs: tuple[NDArray[np.float64], NDArray[np.float64]],
+    scored: tuple[dict[str, Any], dict[str, Any]],
+    bootstrap: dict[str, Any],
+    decision: tuple[bool, str],
+    sizes: tuple[int, int],
+    extra: dict[str, Any],
+) -> Evaluation:
+    """A judged candidate with the run's ``evaluation_results`` (both gates report alike)."""
+    (candidate_probs, production_probs), (candidate, current) = probs, scored
+    (deploy, reason), (n_train, n_validation) = decision, sizes
     results = {
+        "gate": extra.pop("gate"),
+        **extra,
         "method": calibrator.method,
         "production_method": production.method,
-        "n_train": int(train_idx.shape[0]),
-        "n_validation": int(val_idx.shape[0]),
+        "n_train": n_train,
+        "n_validation": n_validation,
         "candidate": candidate,
         "production": current,
-        "ece_improvement": ece_improvement,
-        "brier_improvement": brier_improvement,
+        "ece_improvement": _relative_improvement(current["ece"], candidate["ece"]),
+        "brier_improvement": _relative_improvement(current["brier"], candidate["brier"]),
         "threshold": policy.threshold,
         "require_significant_improvement": policy.require_significant,
         "bootstrap": bootstrap,
         "selection": calibrator.selection,
         "reliability": {
-            "candidate": reliability_bins(candidate_probs, val_labels),
-            "production": reliability_bins(production_probs, val_labels),
+            "candidate": reliability_bins(candidate_probs, labels),
+            "production": reliability_bins(production_probs, labels),
         },
         "deployed": deploy,
         "reason": reason,
@@ -210,11 +264,78 @@ def _evaluate(
         deploy=deploy,
         reason=reason,
         results=results,
-        metrics={
-            **candidate,
-            "n_train": results["n_train"],
-            "n_validation": results["n_validation"],
+        metrics={**candidate, "n_train": n_train, "n_validation": n_validation},
+        n_train=n_train,
+        n_validation=n_validation,
+    )
+
+
+def _cross_validation_gate(
+    candidate: dict[str, Any], production: dict[str, Any]
+) -> tuple[bool, str]:
+    scores = (
+        f"log loss {production['log_loss']:.4f} -> {candidate['log_loss']:.4f}, "
+        f"Brier {production['brier']:.4f} -> {candidate['brier']:.4f}"
+    )
+    if candidate["log_loss"] >= production["log_loss"]:
+        return False, f"cross-validated log loss is not better than production's ({scores})"
+    if candidate["brier"] > production["brier"]:
+        return False, f"cross-validated Brier score is worse than production's ({scores})"
+    return True, f"cross-validated log loss and Brier score are better ({scores})"
+
+
+def evaluate_by_cross_validation(
+    scores: NDArray[np.float64],
+    labels: NDArray[np.float64],
+    production: Calibrator,
+    policy: TrainingPolicy,
+    fit: Fitter,
+) -> Evaluation:
+    """Judge a small segment's candidate by stratified k-fold cross-validation.
+
+    Every sample is predicted once by a candidate fitted without it (k = 5, fewer when the
+    minority class is smaller) and once by ``production``. The candidate deploys only if its
+    out-of-fold log loss is lower than production's and its Brier score is not higher: both are
+    proper scores, so a candidate that the segment's own evidence scores worse is never deployed.
+    ECE and its threshold are reported but do not decide: on a few dozen samples the binned ECE
+    is mostly noise. The deployed candidate is then fitted on all samples.
+    """
+    with _single_threaded_blas():
+        n_pos = int(labels.sum())
+        minority = min(n_pos, labels.shape[0] - n_pos)
+        n_folds = max(2, min(CV_FOLDS, minority))
+        folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=policy.random_seed)
+        out_of_fold = np.empty(scores.shape[0])
+        for train, test in folds.split(np.zeros((scores.shape[0], 1)), labels):
+            out_of_fold[test] = fit(train).predict(scores[test])
+        production_probs = production.predict(scores)
+        candidate = _scored(out_of_fold, labels)
+        current = _scored(production_probs, labels)
+        bootstrap = paired_bootstrap(
+            out_of_fold,
+            production_probs,
+            labels,
+            n_resamples=policy.bootstrap_resamples,
+            random_state=policy.random_seed,
+        )
+        bootstrap["n_samples"] = int(scores.shape[0])
+        calibrator = fit(np.arange(scores.shape[0]))
+    n = int(scores.shape[0])
+    return _evaluation(
+        policy,
+        calibrator=calibrator,
+        production=production,
+        labels=labels,
+        probs=(out_of_fold, production_probs),
+        scored=(candidate, current),
+        bootstrap=bootstrap,
+        decision=_cross_validation_gate(candidate, current),
+        sizes=(n, n),
+        extra={
+            "gate": "cross_validation",
+            "n_folds": n_folds,
+            "log_loss_improvement": _relative_improvement(
+                current["log_loss"], candidate["log_loss"]
+            ),
         },
-        n_train=results["n_train"],
-        n_validation=results["n_validation"],
     )

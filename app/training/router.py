@@ -77,5 +77,6 @@ def get_training_run(
     "/stats", dependencies=[Depends(require_scope("read"))], responses=responses(401, 403, 503)
 )
 def feedback_stats(session: ReadSession) -> FeedbackStats:
-    """Totals by label and segment, and how many records arrived since the last training."""
+    """Totals by label and segment, how many records arrived since the last training, and per
+    segment which calibrator serves it and how much it borrows from the pooled one."""
     return service.feedback_stats(session)

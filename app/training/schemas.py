@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.config import DEFAULT_SEGMENT, SEGMENT_PATTERN, check_segment
+from app.config import DEFAULT_SEGMENT, SEGMENT_PATTERN, check_trainable_segment
 from app.training.models import RunStatus, RunTrigger
 
 
@@ -21,7 +21,8 @@ class TrainingRunCreate(BaseModel):
         description="Train even if the interval has not passed or few new samples arrived",
     )
 
-    _segment = field_validator("segment")(check_segment)
+    # "_pooled" is trainable (the calibrator over all feedback); the path words are not.
+    _segment = field_validator("segment")(check_trainable_segment)
 
 
 class TrainingRunRead(BaseModel):

@@ -13,6 +13,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from app.calibration import Calibrator, identity_calibrator
+from app.calibration.segments import POOLED_SEGMENT
 from app.db import Database, utcnow
 from app.errors import ConflictError, NotFoundError
 from app.feedback import repository as feedback
@@ -21,8 +22,9 @@ from app.feedback.schemas import FeedbackStats
 from app.params import cursor_id, page_of
 from app.registry import artifacts
 from app.registry import service as registry
-from app.training import repository
-from app.training.evaluation import TrainingPolicy, evaluate_candidate
+from app.shadow import service as shadow
+from app.training import pooling, repository
+from app.training.evaluation import TrainingPolicy
 from app.training.models import RunStatus, TrainingRun
 from app.training.schemas import TrainingRunPage, TrainingRunRead
 
@@ -95,9 +97,12 @@ def fail_abandoned_runs(session: Session, *, stale_after: timedelta, reason: str
 
 
 def feedback_stats(session: Session) -> FeedbackStats:
-    """Feedback totals, with what arrived since each segment's last training run."""
+    """Feedback totals, with what arrived since each segment's last training run, and which
+    calibrator serves each segment (its own, or the pooled one) and how much it borrows."""
     return feedback_service.feedback_stats(
-        session, watermarks=repository.training_watermarks(session)
+        session,
+        watermarks=repository.training_watermarks(session),
+        serving=registry.segment_serving(session),
     )
 
 
@@ -107,14 +112,21 @@ def run_results(session: Session, *, run_id: int) -> dict[str, Any] | None:
 
 
 def _skip_reason(
-    session: Session, *, segment: str, force: bool, policy: TrainingPolicy, up_to: int
+    session: Session,
+    *,
+    segment: str,
+    force: bool,
+    policy: TrainingPolicy,
+    min_samples: int,
+    up_to: int,
 ) -> str | None:
     """Why this run should not train, judged before any data is loaded; ``None`` to train."""
-    total = feedback.count_between(session, segment, 0, up_to)
-    if total < policy.min_samples:
+    # The pooled calibrator's data is every segment's feedback.
+    data_segment = None if segment == POOLED_SEGMENT else segment
+    total = feedback.count_between(session, data_segment, 0, up_to)
+    if total < min_samples:
         return (
-            f"segment '{segment}' has {total} feedback samples; "
-            f"at least {policy.min_samples} are needed"
+            f"segment '{segment}' has {total} feedback samples; at least {min_samples} are needed"
         )
     last = repository.last_trained_run(session, segment)
     if force or last is None:
@@ -125,11 +137,11 @@ def _skip_reason(
             f"the last training (run {last.id}) finished {age.total_seconds() / 86400:.1f} days "
             f"ago; the interval is {policy.interval_days:g} days (force to train anyway)"
         )
-    new = feedback.count_between(session, segment, last.last_feedback_id or 0, up_to)
-    if new < policy.min_samples:
+    new = feedback.count_between(session, data_segment, last.last_feedback_id or 0, up_to)
+    if new < min_samples:
         return (
             f"only {new} new samples since the last training (run {last.id}); "
-            f"{policy.min_samples} are needed (force to train anyway)"
+            f"{min_samples} are needed (force to train anyway)"
         )
     return None
 
@@ -178,31 +190,55 @@ class _TrainingData:
 
     scores: np.ndarray
     labels: np.ndarray
+    segment_codes: np.ndarray | None
     up_to: int
     production: Calibrator
     production_version: int | None
+    production_segment: str | None
+    prior: pooling.PooledPrior | None
 
 
 def _load(database: Database, policy: TrainingPolicy, run: TrainingRun) -> _TrainingData | str:
     """The run's data in one read transaction, or the reason it should be skipped."""
+    is_pooled = run.segment == POOLED_SEGMENT
     with database.session_scope(write=False) as session:
-        up_to = feedback.max_id(session, run.segment) or 0
+        up_to = feedback.max_id(session, None if is_pooled else run.segment) or 0
+        prior = None if is_pooled else pooling.find_prior(session)
+        # With a pooled prior a segment needs only a few samples of its own.
+        min_samples = policy.min_samples if prior is None else policy.min_segment_samples
         skip = _skip_reason(
-            session, segment=run.segment, force=run.force, policy=policy, up_to=up_to
+            session,
+            segment=run.segment,
+            force=run.force,
+            policy=policy,
+            min_samples=min_samples,
+            up_to=up_to,
         )
         if skip is not None:
             return skip
-        scores, labels = feedback.score_label_arrays(session, run.segment, up_to)
+        codes = None
+        if is_pooled:
+            scores, labels, codes = pooling.all_feedback_arrays(session, up_to)
+        else:
+            scores, labels = feedback.score_label_arrays(session, run.segment, up_to)
         skip = _class_skip_reason(labels)
         if skip is not None:
             return skip
         active = registry.find_active(session, segment=run.segment)
+        # A segment without a model of its own is served by the pooled one: that is the
+        # production model its candidate has to beat.
+        serving = active
+        if serving is None and not is_pooled:
+            serving = registry.find_active(session, segment=POOLED_SEGMENT)
         return _TrainingData(
             scores=scores,
             labels=labels,
+            segment_codes=codes,
             up_to=up_to,
-            production=artifacts.calibrator_for(active) if active else identity_calibrator(),
+            production=artifacts.calibrator_for(serving) if serving else identity_calibrator(),
             production_version=active.version if active else None,
+            production_segment=serving.segment if serving else None,
+            prior=prior,
         )
 
 
@@ -216,25 +252,46 @@ def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
     scores, labels, up_to = data.scores, data.labels, data.up_to
     production_version = data.production_version
 
-    evaluation = evaluate_candidate(scores, labels, data.production, policy)
-    results = {**evaluation.results, "production_version": production_version}
+    evaluation = pooling.evaluate(
+        segment=segment,
+        scores=scores,
+        labels=labels,
+        segment_codes=data.segment_codes,
+        production=data.production,
+        prior=data.prior,
+        policy=policy,
+    )
+    results = {
+        **evaluation.results,
+        "production_version": production_version,
+        "production_segment": data.production_segment,
+        "prior_version": data.prior.version if data.prior else None,
+    }
     reason = evaluation.reason
+    # In shadow mode a candidate that passes the gate challenges the live model instead of
+    # replacing it; with no live model there is nothing to compare with, so it goes live.
+    challenge = (
+        evaluation.deploy and policy.deploy_mode == "shadow" and production_version is not None
+    )
     with database.session_scope() as session:
         model, deployed = registry.register_version(
             session,
             segment=segment,
             calibrator=evaluation.calibrator,
-            metrics=evaluation.metrics,
+            metrics=pooling.model_metrics(evaluation, data.prior),
             n_train=evaluation.n_train,
             n_validation=evaluation.n_validation,
             last_feedback_id=up_to,
             training_run_id=run.id,
-            deploy=evaluation.deploy,
+            deploy=evaluation.deploy and not challenge,
             expected_active_version=production_version,
             actor=f"training-run:{run.id}",
             reason=reason,
         )
-        if evaluation.deploy and not deployed:
+        if challenge:
+            reason = _start_challenge(session, run, model.version, production_version, policy)
+            results.update(deployed=False, reason=reason, shadow=reason.startswith("passed"))
+        elif evaluation.deploy and not deployed:
             reason = "the active model changed while training; the candidate was not deployed"
             results.update(deployed=False, reason=reason)
         status = RunStatus.DEPLOYED if deployed else RunStatus.REJECTED
@@ -261,6 +318,26 @@ def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
         ece_improvement=results["ece_improvement"],
     )
     return status
+
+
+def _start_challenge(
+    session: Session, run: TrainingRun, version: int, champion: int | None, policy: TrainingPolicy
+) -> str:
+    """Make the new version the challenger of the live one; the run's reason says how it went."""
+    comparison = shadow.challenge(
+        session,
+        segment=run.segment,
+        version=version,
+        expected_champion_version=champion or 0,
+        actor=f"training-run:{run.id}",
+        alpha=policy.shadow_alpha,
+    )
+    if comparison is None:
+        return "the active model changed while training; the candidate was not put in shadow"
+    return (
+        f"passed the quality gate; version {version} now challenges active version {champion} "
+        "on fresh feedback (shadow deployment)"
+    )
 
 
 def execute_run(database: Database, policy: TrainingPolicy, run_id: int) -> str | None:

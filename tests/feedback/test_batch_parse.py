@@ -17,7 +17,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.feedback import batch
+from app.feedback import batch, service
 from app.feedback.schemas import FeedbackBatchCreate
 
 
@@ -27,7 +27,7 @@ def reference(body: bytes) -> list[Any] | list[dict[str, Any]]:
         items = FeedbackBatchCreate.model_validate_json(body).items
     except ValidationError as exc:
         return exc.errors(include_url=False, include_context=False, include_input=False)
-    return [batch.reference_row(item) for item in items]
+    return [service.driver_row(item) for item in items]
 
 
 def fast(body: bytes) -> list[Any] | None:

@@ -48,7 +48,14 @@ def test_fresh_model_on_enough_data_is_healthy(client: TestClient) -> None:
     assert report["status"] == "healthy", report["alerts"]
     assert report["alerts"] == []
     data = report["checks"]["data_availability"]["segments"]["default"]
-    assert data == {"stored": 300, "new_since_last_training": 0, "enough_for_training": True}
+    assert data == {
+        "stored": 300,
+        "new_since_last_training": 0,
+        "enough_for_training": True,
+        "served_by": "default",
+        "pooling_weight": None,
+        "distance_from_pooled": None,
+    }
     assert report["checks"]["model_freshness"]["segments"]["default"]["version"] == 1
     assert report["checks"]["last_training"]["segments"]["default"]["status"] == "deployed"
 

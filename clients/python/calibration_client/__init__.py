@@ -15,6 +15,7 @@ from calibration_client.results import (
     HealthReport,
     ImportSummary,
     ModelVersion,
+    ShadowComparison,
     TrainingRun,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "HealthReport",
     "ImportSummary",
     "ModelVersion",
+    "ShadowComparison",
     "TrainingRun",
     "band_interval",
     "load_artifact",

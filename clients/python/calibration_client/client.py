@@ -37,8 +37,13 @@ from calibration_client.results import (
     HealthReport,
     ImportSummary,
     ModelVersion,
+    ShadowComparison,
     TrainingRun,
 )
+
+# The service's segment of the calibrator trained on all feedback; it answers for a segment
+# without a model of its own.
+POOLED_SEGMENT = "_pooled"
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +215,13 @@ class CalibrationClient:
     # ------------------------------------------------------------------ calibration
 
     @property
+    def calibrator_segment(self) -> str | None:
+        """Whose calibrator ``calibrate`` applies: this segment's, ``"_pooled"`` (the service's
+        fallback for a segment without a model of its own), or ``None`` (identity)."""
+        artifact = self._artifact
+        return artifact.get("segment") if artifact else None
+
+    @property
     def model_version(self) -> int | None:
         """The version of the calibrator ``calibrate`` applies (``None``: identity)."""
         artifact = self._artifact
@@ -271,8 +283,9 @@ class CalibrationClient:
         with self._lock:
             self._calibrator, self._artifact, self._etag = calibrator, artifact, etag
         logger.info(
-            "calibrator for '%s' is version %s (%s)",
+            "calibrator for '%s' is '%s' version %s (%s)",
             self.segment,
+            artifact.get("segment", self.segment),
             artifact.get("version"),
             artifact.get("method"),
         )
@@ -297,7 +310,9 @@ class CalibrationClient:
             return
         try:
             cached = json.loads(self.cache_path.read_text())
-            if cached.get("artifact", {}).get("segment", self.segment) != self.segment:
+            # The service may have answered with the pooled calibrator (no model of our own yet).
+            cached_segment = cached.get("artifact", {}).get("segment", self.segment)
+            if cached_segment not in (self.segment, POOLED_SEGMENT):
                 return
             self._install(cached["artifact"], cached.get("etag"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -416,6 +431,21 @@ class CalibrationClient:
             body["reason"] = reason
         path = f"/v1/models/{segment}/{version}/activate"
         return ModelVersion.from_json(self._json_or_raise(self._request("POST", path, json=body)))
+
+    def shadow(self, segment: str | None = None) -> ShadowComparison:
+        """The segment's latest champion/challenger comparison (n, interval, status, ...)."""
+        path = f"/v1/models/{segment or self.segment}/shadow"
+        return ShadowComparison.from_json(self._json_or_raise(self._request("GET", path)))
+
+    def start_shadow(self, version: int, *, segment: str | None = None) -> ShadowComparison:
+        """Compare ``version`` with the active model on feedback from now on (admin scope)."""
+        path = f"/v1/models/{segment or self.segment}/{version}/shadow"
+        return ShadowComparison.from_json(self._json_or_raise(self._request("POST", path)))
+
+    def stop_shadow(self, segment: str | None = None) -> ShadowComparison:
+        """Stop the segment's running comparison (admin scope)."""
+        path = f"/v1/models/{segment or self.segment}/shadow"
+        return ShadowComparison.from_json(self._json_or_raise(self._request("DELETE", path)))
 
     def export_feedback(
         self, *, fmt: str = "ndjson", segment: str | None = None, since: str | None = None

@@ -107,6 +107,30 @@ class ModelVersion(_Result):
 
 
 @dataclass(frozen=True)
+class ShadowComparison(_Result):
+    """A champion/challenger comparison: differences are challenger - champion."""
+
+    segment: str
+    challenger_version: int
+    champion_version: int
+    status: str  # running, promoted, retired, stopped
+    n: int
+    interval: tuple[float, float]
+    brier_difference: float | None = None
+    log_loss_difference: float | None = None
+    alpha: float | None = None
+    reason: str | None = None
+    started_at: datetime | None = None
+    decided_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        known = _known(cls, data, ("started_at", "decided_at"))
+        known["interval"] = tuple(known["interval"])
+        return cls(**known)
+
+
+@dataclass(frozen=True)
 class Alert(_Result):
     severity: str
     code: str
@@ -139,6 +163,8 @@ class CalibrateResult(_Result):
     model_version: int
     segment: str
     method: str
+    # Whose calibrator answered: the segment's own, or "_pooled" for a segment without one.
+    calibrator_segment: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
