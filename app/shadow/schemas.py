@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -20,14 +20,18 @@ class ShadowComparisonRead(BaseModel):
         description="Mean Brier score, challenger - champion (negative: challenger better)"
     )
     log_loss_difference: float | None = Field(description="Mean log loss, challenger - champion")
-    interval: tuple[float, float] = Field(
+    # Lists, not tuples: a tuple becomes `prefixItems`, which OpenAPI tools such as schemathesis
+    # cannot read.
+    interval: list[float] = Field(
+        min_length=2,
+        max_length=2,
         description=(
             "Anytime-valid confidence sequence [low, high] for the mean Brier difference: "
             "values outside the open interval are excluded. high <= 0 promotes, low >= 0 retires"
-        )
+        ),
     )
     alpha: float
-    trace: list[tuple[int, float, float]] = Field(
+    trace: list[Annotated[list[float], Field(min_length=3, max_length=3)]] = Field(
         description="(n, low, high) of the interval as records arrived, thinned to a few hundred"
     )
     reason: str | None = Field(description="Why it ended, once it has")
