@@ -28,6 +28,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/src/pypro
 # stays behind.
 COPY README.md /tmp/src/
 COPY clients/python /tmp/src/clients/python
+COPY migrations /tmp/src/migrations
 COPY app /tmp/src/app
 RUN pip install --no-deps /tmp/src \
     && rm -rf /tmp/src \

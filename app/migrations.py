@@ -1,7 +1,8 @@
 """Run and inspect Alembic migrations from code (the CLI, readiness, tests).
 
-The migration scripts ship inside the package (``app/migration_scripts``), so an installed
-service migrates from any working directory; no ``alembic.ini`` is read at run time.
+The migration scripts live in ``migrations/`` at the top of the repository and ship inside the
+package as ``app/migration_scripts`` (a link to that folder), so an installed service migrates
+from any working directory; no ``alembic.ini`` is read at run time.
 """
 
 from __future__ import annotations
