@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from threading import Lock
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -13,9 +14,26 @@ from app.calibration import Calibrator, load_calibrator
 from app.registry.models import ModelVersion
 from app.registry.schemas import CalibrateResponse
 
+T = TypeVar("T")
+
 _CACHE_SIZE = 64
 _calibrators: dict[str, Calibrator] = {}
-_calibrators_lock = Lock()
+_bodies: dict[str, bytes] = {}
+_cache_lock = Lock()
+
+
+def _cached(store: dict[str, T], key: str, make: Callable[[], T]) -> T:
+    """``store[key]``, made once (the key is a content hash, so an entry never goes stale)."""
+    with _cache_lock:
+        cached = store.get(key)
+    if cached is not None:
+        return cached
+    value = make()
+    with _cache_lock:
+        if len(store) >= _CACHE_SIZE:
+            store.pop(next(iter(store)))
+        store[key] = value
+    return value
 
 
 def canonical_json(document: dict[str, Any]) -> bytes:
@@ -28,23 +46,14 @@ def artifact_sha256(document: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
-def artifact_document(model: ModelVersion) -> tuple[bytes, str]:
-    """The artifact's bytes and its strong ETag."""
-    return canonical_json(model.artifact), model.artifact_sha256
+def artifact_body(model: ModelVersion) -> bytes:
+    """The artifact's exact bytes, cached by their hash (an averaged map is ~65 KB of JSON)."""
+    return _cached(_bodies, model.artifact_sha256, lambda: canonical_json(model.artifact))
 
 
 def calibrator_for(model: ModelVersion) -> Calibrator:
     """The model's calibrator, cached by artifact hash (the hash names the content)."""
-    with _calibrators_lock:
-        cached = _calibrators.get(model.artifact_sha256)
-    if cached is not None:
-        return cached
-    calibrator = load_calibrator(model.artifact)
-    with _calibrators_lock:
-        if len(_calibrators) >= _CACHE_SIZE:
-            _calibrators.pop(next(iter(_calibrators)))
-        _calibrators[model.artifact_sha256] = calibrator
-    return calibrator
+    return _cached(_calibrators, model.artifact_sha256, lambda: load_calibrator(model.artifact))
 
 
 def calibrate(model: ModelVersion, scores: list[float], *, segment: str) -> CalibrateResponse:

@@ -94,14 +94,16 @@ def active_artifact(
     ``X-Calibrator-Segment`` header (and the artifact's ``segment``) say which answered.
     """
     model = service.get_serving(session, segment=segment)
-    body, sha256 = artifacts.artifact_document(model)
+    sha256 = model.artifact_sha256
     headers = {
         "ETag": f'"{sha256}"',
         "Cache-Control": "no-cache",
         CALIBRATOR_SEGMENT_HEADER: model.segment,
     }
+    # A revalidation, the analyzer's usual call, answers before any artifact bytes are made.
     if _etag_matches(if_none_match, sha256):
         return Response(status_code=304, headers=headers)
+    body = artifacts.artifact_body(model)
     return Response(content=body, media_type="application/json", headers=headers)
 
 
