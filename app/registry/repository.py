@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, func, select, text, type_coerce
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from app.db import UTCDateTime
 from app.registry.models import ACTIVATION_EVENTS, ModelEvent, ModelStatus, ModelVersion
@@ -26,10 +26,15 @@ def lock_segment(session: Session, segment: str) -> None:
         )
 
 
-def get_active(session: Session, segment: str) -> ModelVersion | None:
+def get_active(
+    session: Session, segment: str, *, with_artifact: bool = True
+) -> ModelVersion | None:
+    """The segment's active version; without the artifact, it loads when first read."""
     statement = select(ModelVersion).where(
         ModelVersion.segment == segment, ModelVersion.status == ModelStatus.ACTIVE
     )
+    if not with_artifact:
+        statement = statement.options(defer(ModelVersion.artifact))
     return session.scalars(statement).first()
 
 

@@ -48,11 +48,12 @@ def find_active(session: Session, *, segment: str) -> ModelVersion | None:
 def get_serving(session: Session, *, segment: str) -> ModelVersion:
     """The model that answers for ``segment``: its own active one, else the active pooled one.
 
-    404 only when neither exists.
+    404 only when neither exists. The artifact column (~65 KB of JSON for an averaged map) is
+    read only if used inside the session: a revalidation or a cached calibrator never needs it.
     """
-    model = repository.get_active(session, segment)
+    model = repository.get_active(session, segment, with_artifact=False)
     if model is None and segment != POOLED_SEGMENT:
-        model = repository.get_active(session, POOLED_SEGMENT)
+        model = repository.get_active(session, POOLED_SEGMENT, with_artifact=False)
     if model is None:
         raise NotFoundError(
             f"segment '{segment}' has no active model and no pooled model is active yet; "
