@@ -133,9 +133,13 @@ class Database:
         self.read_sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
         self.write_sessions = sessionmaker(bind=write_bind, expire_on_commit=False)
         self.dialect = "sqlite" if settings.is_sqlite else "postgresql"
-        self._writer: _SqliteWriter | _PostgresWriter = (
-            _SqliteWriter(settings, write_bind) if settings.is_sqlite else _PostgresWriter(settings)
-        )
+        self._writer: _SqliteWriter | _PostgresWriter
+        self._reader: _SqliteWriter | _PostgresReader
+        if settings.is_sqlite:
+            self._writer = self._reader = _SqliteWriter(settings, write_bind)
+        else:
+            self._writer = _PostgresWriter(settings)
+            self._reader = _PostgresReader(settings)
 
     async def write_one(self, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Run one statement of the analyzer's hot path and return its rows; durable once this
@@ -153,6 +157,16 @@ class Database:
         """
         return await self._writer.run(statement, parameters)
 
+    async def read_one(self, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one read of the serving path on the event loop and return its rows.
+
+        No thread hop, no session, no ping: on SQLite on the hot path's own connection (in WAL
+        mode a read never waits for the write lock), on PostgreSQL on an autocommit connection
+        kept open for reads (``_PostgresReader``), never on a committing group's. Errors are
+        raised as ``write_one`` raises them.
+        """
+        return await self._reader.read(statement, parameters)
+
     @contextmanager
     def session_scope(self, *, write: bool = True) -> Iterator[Session]:
         """One transaction: commit on success, roll back on any error."""
@@ -168,6 +182,8 @@ class Database:
     async def close_writer(self) -> None:
         """Close the hot path's connections (they belong to the event loop)."""
         await self._writer.close()
+        if self._reader is not self._writer:
+            await self._reader.close()
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -175,11 +191,16 @@ class Database:
 
 class HotPath(Protocol):
     """What the analyzer's hot path may do: run one statement (``?`` placeholders) that writes
-    at most one row, durably, and get its rows (``Database.write_one``)."""
+    at most one row, durably (``Database.write_one``), or one read (``Database.read_one``),
+    and get its rows."""
 
     dialect: str
 
     async def write_one(
+        self, statement: str, parameters: Sequence[Any]
+    ) -> list[tuple[Any, ...]]: ...
+
+    async def read_one(
         self, statement: str, parameters: Sequence[Any]
     ) -> list[tuple[Any, ...]]: ...
 
@@ -249,6 +270,14 @@ class _SqliteWriter:
             return self._commit(pooled.driver_connection, statement, parameters)
         finally:
             pooled.close()
+
+    async def read(self, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if self._connection is None:
+            self._connection = self._engine.raw_connection()
+        try:
+            return self._connection.driver_connection.execute(statement, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
 
     def _commit(
         self, driver: sqlite3.Connection, statement: str, parameters: Sequence[Any]
@@ -392,7 +421,7 @@ class _PostgresWriter:
 
     async def _commit_group(self, group: list[_Queued]) -> None:
         try:
-            connection = self._idle.pop() if self._idle else await self._connect()
+            connection = self._idle.pop() if self._idle else await _connect(self._conninfo, False)
         except DBAPIError as exc:
             _fail(group, exc)
             return
@@ -407,14 +436,6 @@ class _PostgresWriter:
         else:
             await _close_quietly(connection)
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        try:
-            return await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=5)
-        except psycopg.Error as exc:
-            raise DBAPIError.instance(
-                None, None, exc, psycopg.Error, connection_invalidated=True
-            ) from exc
-
     async def close(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:
@@ -425,6 +446,64 @@ class _PostgresWriter:
         idle, self._idle = self._idle, []
         for connection in idle:
             await _close_quietly(connection)
+
+
+# Reads in flight at once on the serving path; beyond, a read waits for a connection.
+READERS = 4
+
+
+class _PostgresReader:
+    """Autocommit reads on connections of their own, kept open: one round trip per read, no
+    thread, no ping (a connection that died is found by its read, which answers 503 like any
+    outage, and the next read opens a new one). At most ``READERS`` at once; beyond, a read
+    waits up to ``POOL_TIMEOUT_SECONDS``."""
+
+    def __init__(self, settings: Settings) -> None:
+        url = make_url(settings.database_url).set(drivername="postgresql")
+        self._conninfo = url.render_as_string(hide_password=False)
+        self._slots: asyncio.Semaphore | None = None  # made in the event loop it belongs to
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+
+    async def read(self, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(READERS)
+        try:
+            async with asyncio.timeout(POOL_TIMEOUT_SECONDS):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise PoolTimeoutError(
+                f"no read connection free within {POOL_TIMEOUT_SECONDS} s"
+            ) from None
+        try:
+            connection = self._idle.pop() if self._idle else await _connect(self._conninfo, True)
+            try:
+                cursor = await connection.execute(_pyformat(statement), parameters)
+                rows = await cursor.fetchall()
+            except BaseException as exc:
+                await _close_quietly(connection)
+                if isinstance(exc, psycopg.Error):
+                    raise _wrapped(exc, connection) from exc
+                raise
+            self._idle.append(connection)
+            return rows
+        finally:
+            self._slots.release()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await _close_quietly(connection)
+
+
+async def _connect(conninfo: str, autocommit: bool) -> psycopg.AsyncConnection[Any]:
+    try:
+        return await psycopg.AsyncConnection.connect(
+            conninfo, autocommit=autocommit, connect_timeout=5
+        )
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(
+            None, None, exc, psycopg.Error, connection_invalidated=True
+        ) from exc
 
 
 async def _commit_on(connection: psycopg.AsyncConnection[Any], group: list[_Queued]) -> bool:

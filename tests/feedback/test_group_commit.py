@@ -233,7 +233,7 @@ def test_concurrent_http_posts_answer_each_its_status(
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_an_unreachable_postgres_answers_503_to_every_waiting_post(
+def test_an_unreachable_postgres_answers_503_to_every_waiting_request(
     clean_database: str, dropping_listener: Any
 ) -> None:
     port = dropping_listener.url.rsplit(":", 1)[1]
@@ -244,13 +244,17 @@ def test_an_unreachable_postgres_answers_503_to_every_waiting_post(
 
         async def run() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-                return await asyncio.gather(
-                    *(
-                        client.post("/v1/feedback", json={"score": 0.5, "label": True})
-                        for _ in range(20)
-                    )
-                )
+                posts = [
+                    client.post("/v1/feedback", json={"score": 0.5, "label": True})
+                    for _ in range(20)
+                ]
+                # The serving path reads on connections of its own: the same answer.
+                reads = [
+                    client.get("/v1/models/active/artifact", headers={"If-None-Match": '"x"'}),
+                    client.post("/v1/calibrate", json={"scores": [0.5]}),
+                ]
+                return await asyncio.gather(*posts, *reads)
 
         responses = asyncio.run(run())
-    assert [response.status_code for response in responses] == [503] * 20
+    assert [response.status_code for response in responses] == [503] * 22
     assert all(response.headers["Retry-After"].isdigit() for response in responses)
