@@ -121,7 +121,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
 class Database:
     """The engine, the two session factories (reads, and writes: immediate on SQLite), and the
-    hot path's single-statement writes (``write_one``)."""
+    hot path's single statements on the event loop: writes (``write_one``) and the serving
+    path's reads (``read_one``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -222,8 +223,9 @@ class _SqliteWriter:
     own transaction, so a failing one fails alone. The connection never waits for the lock
     either (``busy_timeout=0``): when another writer holds it (a batch, a training run, another
     process), a worker thread waits for it on a pooled connection, as any other writer does,
-    and the write then runs on that connection. The WAL is checkpointed from a thread, not by
-    a commit on the event loop (a checkpoint fsyncs twice).
+    and the write then runs on that connection. The serving path's reads run on the same
+    connection, outside any transaction (a WAL reader never waits for the lock). The WAL is
+    checkpointed from a thread, not by a commit on the event loop (a checkpoint fsyncs twice).
 
     Durability: WAL with ``synchronous=NORMAL``. A write is acknowledged after its COMMIT, so it
     survives a crash of the process; a power loss or an OS crash may lose the last commits
@@ -286,10 +288,12 @@ class _SqliteWriter:
         try:
             rows = driver.execute(statement, parameters).fetchall()
             driver.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             if driver.in_transaction:
                 driver.execute("ROLLBACK")
-            raise self._failed(exc) from exc
+            if isinstance(exc, sqlite3.Error):
+                raise self._failed(exc) from exc
+            raise
         return rows
 
     def _begin_waiting(self) -> Any:
@@ -362,8 +366,9 @@ class _PostgresWriter:
     time (measured here at 8 connections: 0.33-0.38 WAL syncs per autocommit post), a group
     does so by construction (0.07-0.13) and costs the server one transaction instead of one per
     post. A group travels in one round trip (psycopg's pipeline mode: BEGIN, the statements
-    and COMMIT in one network write), in the order of arrival: two statements about the same
-    key behave exactly as if they ran one after the other.
+    and COMMIT in one network write; a group of one is one autocommit statement), in the order
+    of arrival: two statements about the same key behave exactly as if they ran one after the
+    other.
 
     When a statement fails, the transaction is rolled back and the group's statements are run
     again one by one, each in its own transaction: the failing one answers its error, the
@@ -382,8 +387,7 @@ class _PostgresWriter:
     """
 
     def __init__(self, settings: Settings) -> None:
-        url = make_url(settings.database_url).set(drivername="postgresql")
-        self._conninfo = url.render_as_string(hide_password=False)
+        self._conninfo = _conninfo(settings)
         self._queue: deque[_Queued] = deque()
         self._committing = 0  # committer tasks running
         self._tasks: set[asyncio.Task[None]] = set()
@@ -422,7 +426,7 @@ class _PostgresWriter:
 
     async def _commit_group(self, group: list[_Queued]) -> None:
         try:
-            connection = self._idle.pop() if self._idle else await _connect(self._conninfo, True)
+            connection = self._idle.pop() if self._idle else await _connect(self._conninfo)
         except DBAPIError as exc:
             _fail(group, exc)
             return
@@ -460,8 +464,7 @@ class _PostgresReader:
     waits up to ``POOL_TIMEOUT_SECONDS``."""
 
     def __init__(self, settings: Settings) -> None:
-        url = make_url(settings.database_url).set(drivername="postgresql")
-        self._conninfo = url.render_as_string(hide_password=False)
+        self._conninfo = _conninfo(settings)
         self._slots: asyncio.Semaphore | None = None  # made in the event loop it belongs to
         self._idle: list[psycopg.AsyncConnection[Any]] = []
 
@@ -476,7 +479,7 @@ class _PostgresReader:
                 f"no read connection free within {POOL_TIMEOUT_SECONDS} s"
             ) from None
         try:
-            connection = self._idle.pop() if self._idle else await _connect(self._conninfo, True)
+            connection = self._idle.pop() if self._idle else await _connect(self._conninfo)
             try:
                 cursor = await connection.execute(_pyformat(statement), parameters)
                 rows = await cursor.fetchall()
@@ -496,11 +499,14 @@ class _PostgresReader:
             await _close_quietly(connection)
 
 
-async def _connect(conninfo: str, autocommit: bool) -> psycopg.AsyncConnection[Any]:
+def _conninfo(settings: Settings) -> str:
+    url = make_url(settings.database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+async def _connect(conninfo: str) -> psycopg.AsyncConnection[Any]:
     try:
-        return await psycopg.AsyncConnection.connect(
-            conninfo, autocommit=autocommit, connect_timeout=5
-        )
+        return await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
         raise DBAPIError.instance(
             None, None, exc, psycopg.Error, connection_invalidated=True
