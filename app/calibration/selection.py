@@ -16,7 +16,7 @@ from app.calibration.intervals import (
     bootstrap_spread,
 )
 from app.calibration.methods import METHODS, Calibrator, FloatArray, fit_params
-from app.calibration.priors import Reference
+from app.calibration.priors import Reference, saturation_clip
 from app.calibration.validation import INPUT_CLIP, validate_scores_labels
 
 _LOSS_CLIP = 1e-15
@@ -91,6 +91,13 @@ def fit_average(
     """
     rng = np.random.default_rng(random_state)
     n = p.shape[0]
+    lo, hi = saturation_clip(reference(p))
+    if (lo, hi) != INPUT_CLIP:
+        unclipped = reference
+
+        def reference(q: FloatArray) -> FloatArray:
+            return np.clip(unclipped(q), lo, hi)
+
     smooth_p, smooth_y = p, y
     if n > SMOOTH_MAX_SAMPLES:
         sub = _stratified_subsample(y, SMOOTH_MAX_SAMPLES, rng)
@@ -120,6 +127,7 @@ def fit_average(
     record: dict[str, Any] = {
         "n_splits": 0,
         "n_cv_samples": n_cv,
+        "reference_clip": [lo, hi],
         "candidates": names,
         "precision": {name: [float(v) for v in lam] for name, lam in lams.items()},
     }
