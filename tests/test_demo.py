@@ -46,6 +46,7 @@ def test_demo_prints_method_metrics_and_decision(
     ece = re.search(r"ECE\s+before (\d\.\d+)\s+after (\d\.\d+)", out)
     assert ece and float(ece.group(2)) < float(ece.group(1))
     assert re.search(r"Brier before \d\.\d+\s+after \d\.\d+", out)
+    assert "band: not checked (15 held-out samples; the check needs 20)" in out
     assert "gate: deployed" in out
     assert dropping_listener.connections == 0
     assert not real_db.exists() and not (tmp_path / "data").exists()
@@ -81,4 +82,14 @@ def test_a_named_method_fit_is_described_by_its_method() -> None:
     assert (
         describe_fit(auto)
         == "fit: average of isotonic 0.75, platt 0.25, stored as an isotonic table"
+    )
+
+
+def test_the_band_line_reports_the_gate_band_check() -> None:
+    from app.demo import describe_band
+
+    band = {"checked": True, "level": 0.9, "n_groups": 10, "groups_inside": 8}
+    band["groups_inconsistent"] = 0
+    assert describe_band(band) == (
+        "band: held-out rates inside the 90% band in 8 of 10 score groups; 0 contradict it"
     )
