@@ -66,6 +66,7 @@ class TrainingPolicy:
     min_samples: int = 50
     min_segment_samples: int = 10
     interval_days: float = 7.0
+    training_data: str = "all"
     threshold: float = 0.05
     require_significant: bool = False
     bootstrap_resamples: int = 1000
@@ -80,6 +81,7 @@ class TrainingPolicy:
             min_samples=settings.min_samples_for_training,
             min_segment_samples=settings.min_segment_samples,
             interval_days=settings.training_interval_days,
+            training_data=settings.training_data,
             threshold=settings.performance_threshold,
             require_significant=settings.require_significant_improvement,
             bootstrap_resamples=settings.bootstrap_resamples,
