@@ -84,6 +84,8 @@ def fit_average(
     The candidates are fitted on all data first, which learns each prior
     precision by evidence; the cross-validation folds reuse those precisions
     (a hyperparameter with about one degree of freedom) and only refit the weights.
+    Exact 0s and 1s of the reference are read where ``saturation_clip`` puts them, in the
+    folds and the bootstrap alike.
 
     Returns the fitted average, a JSON-safe record of how it was built, and a
     function refitting the same average (weights and prior precisions fixed) on
