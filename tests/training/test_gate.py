@@ -122,3 +122,24 @@ def test_band_check_needs_twenty_held_out_samples() -> None:
     assert not result["checked"] and "19 held-out samples" in result["reason"]
     with pytest.raises(ValueError, match="same length"):
         band_check(np.full(30, 0.5), np.full(29, 0.4), np.full(30, 0.6), np.arange(30) % 2)
+
+
+def test_cross_validation_gate_checks_each_folds_band_on_its_held_out_samples() -> None:
+    from app.training.evaluation import evaluate_by_cross_validation
+
+    rng = np.random.default_rng(4)
+    scores = rng.uniform(0, 1, 190)
+    labels = (rng.uniform(0, 1, 190) < _truth(scores)).astype(np.float64)
+    candidate = _overconfident_candidate()
+    evaluation = evaluate_by_cross_validation(
+        scores, labels, identity_calibrator(), POLICY, lambda rows: candidate
+    )
+    band = evaluation.results["band_check"]
+    # 190 out-of-fold samples: 9 groups of 21 or 22.
+    assert band["checked"] and band["n_groups"] == 9
+    assert sum(g["count"] for g in band["groups"]) == 190
+    assert not band["consistent"] and not evaluation.deploy
+    assert "contradict the candidate's 90% band" in evaluation.reason
+    # Its log loss and Brier beat the identity's: only the band refuses it.
+    cand, prod = evaluation.results["candidate"], evaluation.results["production"]
+    assert cand["log_loss"] < prod["log_loss"] and cand["brier"] <= prod["brier"]
