@@ -385,9 +385,9 @@ def _pg_binary_rows(buffer: bytearray) -> np.ndarray:
 
 
 def score_label_arrays(
-    session: Session, segment: str, up_to_id: int
+    session: Session, segment: str, up_to_id: int, after_id: int = 0
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Scores and labels of a segment up to a feedback id, from the driver straight to numpy.
+    """Scores and labels of a segment with ``after_id < id <= up_to_id``, straight to numpy.
 
     SQLAlchemy Row objects cost ~20x more than the driver's tuples, so rows go from the DBAPI
     cursor into one structured array (on PostgreSQL, a binary COPY parsed by numpy).
@@ -396,10 +396,11 @@ def score_label_arrays(
     dbapi = connection.connection.driver_connection
     if connection.dialect.name == "postgresql":
         query = (
-            "COPY (SELECT score, label FROM feedback WHERE segment = %s AND id <= %s ORDER BY id)"
-            " TO STDOUT (FORMAT BINARY)"
+            "COPY (SELECT score, label FROM feedback WHERE segment = %s AND id > %s AND id <= %s"
+            " ORDER BY id) TO STDOUT (FORMAT BINARY)"
         )
-        with dbapi.cursor() as cursor, cursor.copy(query, (segment, up_to_id)) as copy:
+        params = (segment, after_id, up_to_id)
+        with dbapi.cursor() as cursor, cursor.copy(query, params) as copy:
             buffer = bytearray()
             for block in copy:
                 buffer += block
@@ -409,8 +410,9 @@ def score_label_arrays(
         cursor = dbapi.cursor()
         try:
             cursor.execute(
-                "SELECT score, label FROM feedback WHERE segment = ? AND id <= ? ORDER BY id",
-                (segment, up_to_id),
+                "SELECT score, label FROM feedback"
+                " WHERE segment = ? AND id > ? AND id <= ? ORDER BY id",
+                (segment, after_id, up_to_id),
             )
             rows = np.fromiter(cursor, dtype=_ARRAY_DTYPE)
         finally:
