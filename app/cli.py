@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -56,8 +57,13 @@ def _serve(args: argparse.Namespace) -> int:
         logger.warning(
             "serving on %s without API keys: anyone who can reach it can write", args.host
         )
+    app = create_app(settings)
+    # What is loaded by now (the web stack, numpy, scipy, scikit-learn, matplotlib: about 240k
+    # objects) lives as long as the process. Frozen, a full collection no longer walks it: one
+    # took 115 ms here, pausing every request in flight, a few times per 10 s of single posts.
+    gc.freeze()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,

@@ -66,6 +66,7 @@ TRAINING_RECORDS = 5000
 # The bare app: the same bodies validated into plain pydantic models, nothing stored, run by
 # uvicorn exactly as support.running_service runs the service. argv: port.
 BARE_SERVER = """
+import gc
 import sys
 from datetime import datetime
 from typing import Any
@@ -113,6 +114,7 @@ async def artifact(if_none_match: str | None = Header(None)) -> Response:
     return Response(status_code=304, headers={"ETag": if_none_match or '"x"'})
 
 
+gc.freeze()
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), workers=1, log_level="warning")
 """
 

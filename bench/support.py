@@ -35,7 +35,7 @@ STOP_TIMEOUT_S = 10
 
 # argv: database URL, port, API key, then the key's scopes.
 SERVER = """
-import sys, uvicorn
+import gc, sys, uvicorn
 from app.config import Settings
 from app.main import create_app
 settings = Settings(
@@ -45,6 +45,7 @@ settings = Settings(
     api_keys={sys.argv[3]: sys.argv[4:]},
 )
 app = create_app(settings)
+gc.freeze()  # as `calibration-service serve` does
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), workers=1, log_level="warning")
 """
 
