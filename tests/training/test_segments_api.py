@@ -201,3 +201,33 @@ def test_health_does_not_alert_on_small_segments_served_by_pooling(client: TestC
     page = client.get("/dashboard")
     assert page.status_code == 200
     assert "pooling weight" in page.text and POOLED in page.text
+
+
+def test_a_single_segment_served_by_pooling_looks_the_same_on_every_endpoint(
+    client: TestClient,
+) -> None:
+    """One segment ("default"): its own candidate equals the pooled map and is not deployed,
+    so ``_pooled`` serves it; metadata, artifact and calibrate all say so."""
+    post(client, segment_feedback(300, segment="default", shift=0.0, seed=11))
+    assert client.get("/v1/models/active").status_code == 404
+    assert train(client, segment=POOLED)["status"] == "deployed"
+    run = train(client, segment="default", force=True)
+    assert run["status"] == "rejected", run["reason"]
+
+    meta = client.get("/v1/models/active", params={"segment": "default"})
+    assert meta.status_code == 200
+    assert meta.headers["X-Calibrator-Segment"] == POOLED
+    assert meta.json()["segment"] == POOLED and meta.json()["version"] == 1
+    art = artifact(client, "default")
+    assert art.headers["X-Calibrator-Segment"] == POOLED
+    assert meta.json()["artifact_sha256"] == art.headers["ETag"].strip('"')
+    calibrated = client.post("/v1/calibrate", json={"scores": [0.2, 0.9], "segment": "default"})
+    assert calibrated.headers["X-Calibrator-Segment"] == POOLED
+    assert calibrated.json()["model_version"] == meta.json()["version"]
+    # Its own model, once one is active, answers everywhere instead.
+    own = client.post("/v1/models/default/1/activate")
+    assert own.status_code == 200
+    meta = client.get("/v1/models/active", params={"segment": "default"})
+    assert meta.headers["X-Calibrator-Segment"] == "default"
+    assert meta.json()["segment"] == "default"
+    assert artifact(client, "default").headers["X-Calibrator-Segment"] == "default"
