@@ -231,3 +231,38 @@ def test_a_single_segment_served_by_pooling_looks_the_same_on_every_endpoint(
     assert meta.headers["X-Calibrator-Segment"] == "default"
     assert meta.json()["segment"] == "default"
     assert artifact(client, "default").headers["X-Calibrator-Segment"] == "default"
+
+
+def test_health_checks_drift_of_the_pooled_model_on_all_segments(client: TestClient) -> None:
+    seed_segments(client)
+    post(client, segment_feedback(5, segment="few", shift=0.0, seed=3))
+    assert train(client, segment=POOLED)["status"] == "deployed"
+    calm = client.get("/health").json()["checks"]["calibration_drift"]["segments"][POOLED]
+    assert calm["n_recent"] == 0 and calm["recent_ece"] is None
+
+    # The analyzer changed everywhere: its labels flipped, in the big segments and in "few".
+    flipped = []
+    for i, name in enumerate(("alpha", "beta", "gamma", "few")):
+        items = segment_feedback(40 if name != "few" else 8, segment=name, shift=0.0, seed=20 + i)
+        flipped += [{**item, "label": not item["label"]} for item in items]
+    post(client, flipped)
+    report = client.get("/health").json()
+    drift = report["checks"]["calibration_drift"]["segments"][POOLED]
+    assert drift["n_recent"] == 128
+    # Independently: the pooled artifact on the 128 records after its training data.
+    pooled = load_calibrator(artifact(client, POOLED).json())
+    scores = np.array([item["score"] for item in flipped])
+    labels = np.array([item["label"] for item in flipped], dtype=float)
+    probs = pooled.predict(scores)
+    edges = np.linspace(0.0, 1.0, 11)
+    bins = np.clip(np.searchsorted(edges, probs, side="right") - 1, 0, 9)
+    ece = sum(
+        abs(probs[bins == b].mean() - labels[bins == b].mean()) * (bins == b).sum()
+        for b in range(10)
+        if (bins == b).any()
+    ) / len(probs)
+    assert drift["recent_ece"] == pytest.approx(ece)
+    alerts = [a for a in report["alerts"] if a["code"] == "calibration_drift"]
+    assert [a["segment"] for a in alerts] == [POOLED]
+    # "few" is served by the pooled model: its records count there, it raises nothing itself.
+    assert not any(a.get("segment") == "few" for a in report["alerts"])
