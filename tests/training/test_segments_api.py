@@ -116,6 +116,16 @@ def test_a_twenty_label_segment_gets_a_cross_validated_gated_calibrator(
     own = artifact(client, "tiny")
     assert own.headers["X-Calibrator-Segment"] == "tiny"
     assert own.json()["segment"] == "tiny"
+    # Its 90% band, from the correction's posterior and the pooled band, holds its map and is
+    # wider than the pooled band: 20 labels say less than 1,200.
+    band, pooled_band = own.json()["band"], pooled_art["band"]
+    assert band["level"] == 0.9
+    own_cal = load_calibrator(own.json())
+    x = np.asarray(band["x"])
+    assert np.all(np.asarray(band["low"]) <= own_cal.predict(x) + 1e-12)
+    assert np.all(own_cal.predict(x) <= np.asarray(band["high"]) + 1e-12)
+    width = np.mean(np.subtract(band["high"], band["low"]))
+    assert width > np.mean(np.subtract(pooled_band["high"], pooled_band["low"]))
     stats = client.get("/v1/feedback/stats").json()["by_segment"]["tiny"]
     assert stats["served_by"] == "tiny"
     assert 0.0 < stats["pooling_weight"] < 1.0
