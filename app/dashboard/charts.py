@@ -66,7 +66,9 @@ def _series(data: ReliabilityRead) -> list[_Series]:
     return series
 
 
-def _curve(axes: Any, series: _Series) -> None:
+def _points(axes: Any, series: _Series) -> None:
+    """Each filled bin as a point with its interval, unconnected: with a few labels per bin a
+    line through them zig-zags, and the fitted map with its band already draws the curve."""
     filled = [b for b in series.bins if b.count]
     if not filled:
         return
@@ -80,15 +82,15 @@ def _curve(axes: Any, series: _Series) -> None:
         x,
         y,
         yerr=[below, above],
-        fmt="o-",
+        fmt="o",
         color=series.color,
         capsize=3,
-        markersize=4,
-        linewidth=1.5,
+        markersize=5,
+        elinewidth=1,
         label=series.label,
     )
-    line, _caps, bars = curve.lines
-    line.set_gid(f"{series.key}-curve")
+    points, _caps, bars = curve.lines
+    points.set_gid(f"{series.key}-points")
     for bar in bars:
         bar.set_gid(f"{series.key}-errorbars")
 
@@ -131,7 +133,8 @@ def _histogram(axes: Any, all_series: Sequence[_Series]) -> None:
 
 
 def reliability_figure(data: ReliabilityRead) -> Figure:
-    """The diagonal, each series' curve with interval error bars, and bin counts underneath."""
+    """The diagonal, the fitted map and its band, each series' bins with their intervals, and
+    bin counts underneath."""
     figure = Figure(figsize=(6.4, 6.0), dpi=100, layout="constrained")
     grid = figure.add_gridspec(2, 1, height_ratios=(3, 1))
     axes = figure.add_subplot(grid[0])
@@ -143,7 +146,7 @@ def reliability_figure(data: ReliabilityRead) -> Figure:
     series = _series(data)
     _band(axes, data)
     for one in series:
-        _curve(axes, one)
+        _points(axes, one)
     _histogram(counts, series)
     if not series:
         axes.text(0.5, 0.55, "no reliability data stored", ha="center", color="#555555")

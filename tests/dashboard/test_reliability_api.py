@@ -167,7 +167,7 @@ def test_active_version_without_newer_feedback_has_empty_recent_part(client: Tes
     assert recent["n"] == 0 and recent["bins"] == [] and recent["ece"] is None
     svg = client.get("/v1/models/default/1/reliability", params={"format": "svg"})
     assert svg.status_code == 200
-    assert "recent-curve" not in svg.text
+    assert "recent-points" not in svg.text
 
 
 def svg_ids(text: str) -> set[str]:
@@ -182,25 +182,27 @@ def test_svg_diagram_has_diagonal_curves_error_bars_and_histogram(seeded: TestCl
     ids = svg_ids(response.text)
     assert "diagonal" in ids
     for series in ("candidate", "production", "recent"):
-        assert f"{series}-curve" in ids
+        assert f"{series}-points" in ids
         assert f"{series}-errorbars" in ids
         assert {f"{series}-count-{b}" for b in range(10)} <= ids
 
     rejected = seeded.get("/v1/models/default/2/reliability", params={"format": "svg"})
     rejected_ids = svg_ids(rejected.text)
-    assert {"diagonal", "candidate-curve", "production-curve"} <= rejected_ids
-    assert "recent-curve" not in rejected_ids
+    assert {"diagonal", "candidate-points", "production-points"} <= rejected_ids
+    assert "recent-points" not in rejected_ids
 
 
-def test_svg_curve_passes_through_the_served_points(seeded: TestClient) -> None:
+def test_svg_points_are_the_served_bins_unconnected(seeded: TestClient) -> None:
     body = seeded.get("/v1/models/default/1/reliability").json()
     svg = seeded.get("/v1/models/default/1/reliability", params={"format": "svg"}).text
-    group = next(e for e in ET.fromstring(svg).iter() if e.get("id") == "candidate-curve")
-    path = group.find("{http://www.w3.org/2000/svg}path").get("d")
-    pixels = np.array(path.replace("M", " ").replace("L", " ").split(), dtype=float).reshape(-1, 2)
+    group = next(e for e in ET.fromstring(svg).iter() if e.get("id") == "candidate-points")
+    # Markers only: no line joins the bins (the fitted map and its band are the curve).
+    assert not [e for e in group if e.tag.endswith("}path")]
+    markers = [e for e in group.iter() if e.tag.endswith("}use")]
+    pixels = np.array([[float(m.get("x")), float(m.get("y"))] for m in markers])
     filled = [b for b in body["validation"]["candidate"] if b["count"]]
     assert pixels.shape[0] == len(filled)
-    # Data to pixels is affine per axis: the vertices are the served points exactly when
+    # Data to pixels is affine per axis: the markers are the served points exactly when
     # a straight line maps one onto the other.
     for values, coordinate in (
         ([b["mean_confidence"] for b in filled], pixels[:, 0]),
