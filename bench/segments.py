@@ -272,7 +272,8 @@ def main() -> None:
                 f"[{min(vs_best_small):.3f}-{max(vs_best_small):.3f}] target <= {TARGET_SMALL}: "
                 f"{'met' if ok_small else 'NOT met'}"
             )
-    print(f"\nall targets {'met' if met_all else 'NOT met'}")
+    which = "all targets" if len(spreads) == len(SPREADS) else f"targets of {', '.join(spreads)}"
+    print(f"\n{which} {'met' if met_all else 'NOT met'}")
 
 
 if __name__ == "__main__":
