@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # Once a pooled model is active, segments train from this many samples, borrowing the rest.
     min_segment_samples: int = Field(default=10, ge=6)
     training_interval_days: float = Field(default=7.0, ge=0)
+    # all: every run trains on all of a segment's feedback, without a prior (the active model
+    # saw most of those labels; shrinking toward it would count them twice). new: a run trains
+    # on the feedback after the active model's training data, shrunk toward that model.
+    training_data: Literal["all", "new"] = "all"
     performance_threshold: float = Field(default=0.05, ge=0)
     require_significant_improvement: bool = False
     bootstrap_resamples: int = Field(default=1000, ge=10)

@@ -72,15 +72,37 @@ def report(run: dict[str, Any]) -> str:
     before, after = results["production"], results["candidate"]
     lines += [
         f"training run {run['id']}: {run['status']}",
-        f"method chosen: {results['method']}"
-        f" (train {results['n_train']}, validation {results['n_validation']})",
+        f"{describe_fit(results)}; "
+        f"train {results['n_train']}, validation {results['n_validation']}",
         f"ECE   before {before['ece']:.4f}  after {after['ece']:.4f}"
         f"  ({results['ece_improvement']:+.1%})",
         f"Brier before {before['brier']:.4f}  after {after['brier']:.4f}"
         f"  ({results['brier_improvement']:+.1%})",
+        describe_band(results.get("band_check")),
         f"gate: {'deployed' if results['deployed'] else 'rejected'}: {results['reason']}",
     ]
     return "\n".join(lines)
+
+
+def describe_fit(results: dict[str, Any]) -> str:
+    """What the candidate is: the averaged maps and their stacking weights for an ``auto`` fit
+    (stored as an isotonic table, which is not what was chosen), else the one method."""
+    weights = (results.get("selection") or {}).get("weights")
+    if not weights:
+        return f"method chosen: {results['method']}"
+    used = sorted(((w, name) for name, w in weights.items() if w > 0.0), reverse=True)
+    parts = ", ".join(f"{name} {w:.2f}" for w, name in used)
+    return f"fit: average of {parts}, stored as an {results['method']} table"
+
+
+def describe_band(band: dict[str, Any] | None) -> str:
+    """How the held-out outcomes sat against the candidate's band (the gate's band check)."""
+    if not band or not band["checked"]:
+        return f"band: not checked ({band['reason'] if band else 'no band check in this run'})"
+    return (
+        f"band: held-out rates inside the {band['level']:.0%} band in {band['groups_inside']} of "
+        f"{band['n_groups']} score groups; {band['groups_inconsistent']} contradict it"
+    )
 
 
 def main(url: str | None = None, api_key: str | None = None) -> int:

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.auth import document_api_keys
 from app.config import Settings
 from app.dashboard.router import router as dashboard_router
 from app.db import Database
@@ -101,13 +102,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(HTTPMetricsMiddleware)
     app.add_middleware(FeedbackHookMiddleware)
     install_error_handlers(app)
-    app.include_router(feedback_router)
-    app.include_router(feedback_stats_router)
-    app.include_router(training_router)
-    # Before the registry: its /v1/models/{segment}/{version} would take ".../shadow".
-    app.include_router(shadow_router)
-    app.include_router(registry_router)
-    app.include_router(health_router)
-    app.include_router(scheduling_router)
-    app.include_router(dashboard_router)
+    routers = (
+        feedback_router,
+        feedback_stats_router,
+        training_router,
+        # Before the registry: its /v1/models/{segment}/{version} would take ".../shadow".
+        shadow_router,
+        registry_router,
+        health_router,
+        scheduling_router,
+        dashboard_router,
+    )
+    for router in routers:
+        app.include_router(router)
+    document_api_keys(app, routers)
     return app

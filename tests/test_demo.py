@@ -37,10 +37,16 @@ def test_demo_prints_method_metrics_and_decision(
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "72 feedback samples" in out
-    assert re.search(r"method chosen: (platt|beta|isotonic|histogram)", out)
+    fit = re.search(r"fit: average of (.+), stored as an isotonic table;", out)
+    assert fit, out
+    weights = dict(part.rsplit(" ", 1) for part in fit.group(1).split(", "))
+    assert set(weights) <= {"platt", "platt_flat", "beta", "spline", "isotonic"}
+    # Each weight is printed to 2 decimals, so the sum may miss 1 by 0.005 per weight.
+    assert sum(float(w) for w in weights.values()) == pytest.approx(1.0, abs=0.005 * len(weights))
     ece = re.search(r"ECE\s+before (\d\.\d+)\s+after (\d\.\d+)", out)
     assert ece and float(ece.group(2)) < float(ece.group(1))
     assert re.search(r"Brier before \d\.\d+\s+after \d\.\d+", out)
+    assert "band: not checked (15 held-out samples; the check needs 20)" in out
     assert "gate: deployed" in out
     assert dropping_listener.connections == 0
     assert not real_db.exists() and not (tmp_path / "data").exists()
@@ -55,8 +61,35 @@ def test_demo_with_url_plays_against_that_service(
     from app.cli import main
 
     assert main(["demo", "--url", live_server]) == 0
-    assert "gate: deployed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "gate: deployed" in out
+    # The averaged map names its parts; "method chosen: isotonic" would describe only its storage.
+    assert "fit: average of " in out and "method chosen" not in out
     segments = httpx.get(f"{live_server}/v1/feedback/stats").json()["by_segment"]
     assert [s for s in segments if s.startswith("demo-")] and sum(
         s["total"] for s in segments.values()
     ) == 72
+
+
+def test_a_named_method_fit_is_described_by_its_method() -> None:
+    from app.demo import describe_fit
+
+    assert describe_fit({"method": "platt", "selection": None}) == "method chosen: platt"
+    auto = {
+        "method": "isotonic",
+        "selection": {"weights": {"platt": 0.25, "beta": 0.0, "isotonic": 0.75}},
+    }
+    assert (
+        describe_fit(auto)
+        == "fit: average of isotonic 0.75, platt 0.25, stored as an isotonic table"
+    )
+
+
+def test_the_band_line_reports_the_gate_band_check() -> None:
+    from app.demo import describe_band
+
+    band = {"checked": True, "level": 0.9, "n_groups": 10, "groups_inside": 8}
+    band["groups_inconsistent"] = 0
+    assert describe_band(band) == (
+        "band: held-out rates inside the 90% band in 8 of 10 score groups; 0 contradict it"
+    )

@@ -87,6 +87,20 @@ def test_every_documented_route_is_classified(secured: TestClient) -> None:
     assert documented == set(REQUIRED_SCOPE)
 
 
+def test_the_document_declares_both_ways_of_sending_a_key_where_one_is_needed(
+    secured: TestClient,
+) -> None:
+    document = secured.app.openapi()
+    assert document["components"]["securitySchemes"] == {
+        "HTTPBearer": {"type": "http", "scheme": "bearer"},
+        "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
+    for (method, path), needed in REQUIRED_SCOPE.items():
+        declared = document["paths"][path][method].get("security")
+        expected = None if needed is OPEN else [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+        assert declared == expected, (method, path)
+
+
 @pytest.mark.parametrize(("method", "path"), sorted(REQUIRED_SCOPE))
 def test_route_answers_by_key_and_scope(secured: TestClient, method: str, path: str) -> None:
     needed = REQUIRED_SCOPE[(method, path)]

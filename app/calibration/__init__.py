@@ -8,7 +8,7 @@ from app.calibration.methods import (
     identity_calibrator,
     load_calibrator,
 )
-from app.calibration.metrics import evaluate, reliability_bins
+from app.calibration.metrics import band_check, evaluate, reliability_bins
 from app.calibration.segments import (
     POOLED_SEGMENT,
     SegmentSpread,
@@ -31,6 +31,7 @@ __all__ = [
     "Calibrator",
     "ConfidenceSequenceState",
     "SegmentSpread",
+    "band_check",
     "estimate_spread",
     "evaluate",
     "extend_confidence_sequence",

@@ -172,3 +172,92 @@ def reliability_bins(
             }
         rows.append(row)
     return rows
+
+
+# Each group of held-out samples in the band check holds at least this many: fewer and the
+# observed rate's interval spans most of [0, 1], so the check could refuse nothing.
+BAND_CHECK_MIN_PER_BIN = 20
+
+
+def band_check(
+    probs: ArrayLike,
+    low: ArrayLike,
+    high: ArrayLike,
+    labels: ArrayLike,
+    n_bins: int = 10,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """Whether held-out outcomes agree with a calibrator's pointwise band.
+
+    The held-out samples are cut into equal-mass groups by calibrated probability (as for
+    ``ece_equal_mass``), at most ``n_bins`` and at least ``BAND_CHECK_MIN_PER_BIN`` samples
+    per group. In each group the band for the group's mean probability is the mean of
+    ``low`` and of ``high`` over it. A group is *inside* when its observed rate lies in that
+    band, and *inconsistent* when even the rate's Wilson interval at confidence
+    ``1 - alpha / groups`` (Bonferroni over the groups) misses the band: then binomial noise
+    cannot explain the gap, and the band (so the map) is wrong there. If the band covers the
+    true map, some group is inconsistent with probability at most about ``alpha``.
+
+    Parameters
+    ----------
+    probs, low, high : array-like of shape (n_samples,)
+        The calibrator's probabilities and band at the held-out scores.
+    labels : array-like of shape (n_samples,)
+    n_bins : int, default=10
+    alpha : float, default=0.05
+
+    Returns
+    -------
+    dict
+        ``checked`` (False with a ``reason`` when too few samples); else ``n_groups``,
+        ``groups_inside``, ``groups_inconsistent``, ``consistent`` (no inconsistent group),
+        ``alpha`` and per group ``count``, ``p_low``/``p_high`` (its range of probabilities),
+        ``mean_probability``, ``band_low``, ``band_high``, ``observed_rate``, ``ci_low``,
+        ``ci_high``, ``inside``, ``consistent``.
+    """
+    p, y = _check(probs, labels, n_bins)
+    lo = check_probabilities(low, "low")
+    hi = check_probabilities(high, "high")
+    if lo.shape != p.shape or hi.shape != p.shape:
+        raise ValueError("low, high and probs must have the same length")
+    n = p.shape[0]
+    groups = min(n_bins, n // BAND_CHECK_MIN_PER_BIN)
+    if groups < 1:
+        return {
+            "checked": False,
+            "reason": f"{n} held-out samples; the check needs {BAND_CHECK_MIN_PER_BIN}",
+        }
+    z = NormalDist().inv_cdf(1.0 - alpha / (2.0 * groups))
+    bins = _equal_mass_bins(p, groups)
+    rows = []
+    for b in range(groups):
+        members = bins == b
+        count = int(members.sum())
+        rate = float(y[members].mean())
+        ci_low, ci_high = _wilson(float(y[members].sum()), float(count), z)
+        band_low, band_high = float(lo[members].mean()), float(hi[members].mean())
+        rows.append(
+            {
+                "count": count,
+                "p_low": float(p[members].min()),
+                "p_high": float(p[members].max()),
+                "mean_probability": float(p[members].mean()),
+                "band_low": band_low,
+                "band_high": band_high,
+                "observed_rate": rate,
+                "ci_low": ci_low,
+                "ci_high": ci_high,
+                "inside": band_low <= rate <= band_high,
+                "consistent": not (ci_high < band_low or ci_low > band_high),
+            }
+        )
+    inconsistent = sum(not r["consistent"] for r in rows)
+    return {
+        "checked": True,
+        "alpha": alpha,
+        "n_groups": groups,
+        "groups_inside": sum(r["inside"] for r in rows),
+        "groups_inconsistent": inconsistent,
+        "consistent": inconsistent == 0,
+        "groups": rows,
+    }

@@ -218,6 +218,40 @@ def evidence_fit(
 Reference = Callable[[FloatArray], FloatArray]
 
 
+def saturation_clip(u: FloatArray) -> tuple[float, float]:
+    """Where the reference's exact 0s and 1s sit on the log-odds scale of the parametric maps.
+
+    A score of exactly 0 or 1 is a point mass of a finite-resolution analyzer (a random
+    forest's vote fraction, a rounded score), not infinite confidence: taken at the
+    input clip its log-odds are +-27.6, and a slope fitted through those few extreme
+    points flattens the map everywhere else (or, held steep, predicts 1e-6 for a
+    finding the forest was merely unanimous about). They are read as lying half a
+    resolution step beyond the most extreme value resolved below 1 (above 0), the
+    continuity correction of the empirical logit ``log((k + 1/2) / (m - k + 1/2))`` of a
+    fraction ``k/m`` (Haldane 1955; Cox & Snell 1989, "Analysis of Binary Data", 2nd
+    ed., section 2.1.6): for 100 trees a unanimous vote is 0.995, not 1 - 1e-12.
+
+    Parameters
+    ----------
+    u : ndarray of shape (n_samples,)
+        The reference probabilities of the training scores.
+
+    Returns
+    -------
+    (low, high) : the clip to apply to the reference; ``INPUT_CLIP`` on a side without
+        a point mass at 0 (or 1), or when no score lies strictly inside (0, 1).
+    """
+    lo, hi = INPUT_CLIP
+    inside = u[(u > 0.0) & (u < 1.0)]
+    if inside.size == 0:
+        return lo, hi
+    if np.any(u <= 0.0):
+        lo = max(lo, 0.5 * float(inside.min()))
+    if np.any(u >= 1.0):
+        hi = min(hi, 1.0 - 0.5 * (1.0 - float(inside.max())))
+    return lo, hi
+
+
 def _platt_features(u: FloatArray) -> FloatArray:
     return logit(u)[:, None]
 

@@ -16,7 +16,7 @@ from app.calibration.intervals import (
     bootstrap_spread,
 )
 from app.calibration.methods import METHODS, Calibrator, FloatArray, fit_params
-from app.calibration.priors import Reference
+from app.calibration.priors import Reference, saturation_clip
 from app.calibration.validation import INPUT_CLIP, validate_scores_labels
 
 _LOSS_CLIP = 1e-15
@@ -84,6 +84,8 @@ def fit_average(
     The candidates are fitted on all data first, which learns each prior
     precision by evidence; the cross-validation folds reuse those precisions
     (a hyperparameter with about one degree of freedom) and only refit the weights.
+    Exact 0s and 1s of the reference are read where ``saturation_clip`` puts them, in the
+    folds and the bootstrap alike.
 
     Returns the fitted average, a JSON-safe record of how it was built, and a
     function refitting the same average (weights and prior precisions fixed) on
@@ -91,6 +93,13 @@ def fit_average(
     """
     rng = np.random.default_rng(random_state)
     n = p.shape[0]
+    lo, hi = saturation_clip(reference(p))
+    if (lo, hi) != INPUT_CLIP:
+        unclipped = reference
+
+        def reference(q: FloatArray) -> FloatArray:
+            return np.clip(unclipped(q), lo, hi)
+
     smooth_p, smooth_y = p, y
     if n > SMOOTH_MAX_SAMPLES:
         sub = _stratified_subsample(y, SMOOTH_MAX_SAMPLES, rng)
@@ -120,6 +129,7 @@ def fit_average(
     record: dict[str, Any] = {
         "n_splits": 0,
         "n_cv_samples": n_cv,
+        "reference_clip": [lo, hi],
         "candidates": names,
         "precision": {name: [float(v) for v in lam] for name, lam in lams.items()},
     }

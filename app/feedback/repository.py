@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app.db import Statements
+from app.db import HotPath
 from app.feedback.models import Feedback
 
 feedback_table = Feedback.__table__
@@ -81,6 +81,18 @@ _FIND = (
     "SELECT id, external_id, segment, score, label, source, occurred_at, received_at, metadata,"
     " body_sha256 FROM feedback WHERE external_id = ?"
 )
+# On PostgreSQL the read of a skipped external_id rides in the insert's statement: a replay
+# costs no second statement. Its snapshot predates the insert, so a record another transaction
+# committed while this one waited on its key is not in it; that case reads again (_FIND).
+_PG_INSERT_OR_FIND = (
+    "WITH inserted AS (INSERT INTO feedback (external_id, segment, score, label, source,"
+    " occurred_at, received_at, metadata, body_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (external_id) DO NOTHING RETURNING id)"
+    " SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM inserted"
+    " UNION ALL SELECT id, external_id, segment, score, label, source, occurred_at,"
+    " received_at, metadata, body_sha256 FROM feedback"
+    " WHERE external_id = ? AND NOT EXISTS (SELECT FROM inserted)"
+)
 
 
 class StoredFeedback(NamedTuple):
@@ -101,15 +113,18 @@ class StoredFeedback(NamedTuple):
 # The hot path (Database.write_one): straight to the driver, as insert_many.
 
 
-async def insert_one(statements: Statements, row: BatchRow, received_at: datetime) -> int | None:
-    """Insert one record in one statement; its id, or ``None`` when its ``external_id`` is
-    stored already."""
+async def insert_or_find(
+    hot_path: HotPath, row: BatchRow, received_at: datetime
+) -> int | StoredFeedback | None:
+    """Insert one record: its new id, or when its ``external_id`` is stored already, the stored
+    record (``None`` if it vanished since)."""
     external_id, segment, score, label, source, occurred, meta, digest = row
     received = sqlite_timestamp(received_at)
-    if statements.dialect == "postgresql":
+    postgres = hot_path.dialect == "postgresql"
+    if postgres:
         received += "+00"  # the SQLite text is naive UTC
         occurred = None if occurred is None else occurred + "+00"
-    parameters = (
+    parameters = [
         external_id,
         segment,
         score,
@@ -119,18 +134,24 @@ async def insert_one(statements: Statements, row: BatchRow, received_at: datetim
         received,
         meta,
         digest,
-    )
-    found = await statements.fetch(_INSERT_ONE, parameters)
-    return found[0][0] if found else None
-
-
-async def find_by_external_id(statements: Statements, external_id: str) -> StoredFeedback | None:
-    """The stored record of ``external_id``."""
-    found = await statements.fetch(_FIND, (external_id,))
-    if not found:
+    ]
+    if postgres:
+        found = await hot_path.write_one(_PG_INSERT_OR_FIND, [*parameters, external_id])
+        if found and found[0][1] is not None:
+            return _stored(found[0], postgres=True)
+    else:
+        found = await hot_path.write_one(_INSERT_ONE, parameters)
+    if found:
+        return found[0][0]
+    if external_id is None:
         return None
-    id_, key, segment, score, label, source, occurred, received, meta, digest = found[0]
-    if statements.dialect == "postgresql":
+    found = await hot_path.write_one(_FIND, [external_id])
+    return _stored(found[0], postgres=postgres) if found else None
+
+
+def _stored(found: tuple[Any, ...], *, postgres: bool) -> StoredFeedback:
+    id_, key, segment, score, label, source, occurred, received, meta, digest = found
+    if postgres:
         occurred, received = occurred.astimezone(UTC), received.astimezone(UTC)
     else:
         # SQLite holds naive UTC text, 0/1 and JSON text (see UTCDateTime, sqlite_timestamp).
@@ -364,9 +385,9 @@ def _pg_binary_rows(buffer: bytearray) -> np.ndarray:
 
 
 def score_label_arrays(
-    session: Session, segment: str, up_to_id: int
+    session: Session, segment: str, up_to_id: int, after_id: int = 0
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Scores and labels of a segment up to a feedback id, from the driver straight to numpy.
+    """Scores and labels of a segment with ``after_id < id <= up_to_id``, straight to numpy.
 
     SQLAlchemy Row objects cost ~20x more than the driver's tuples, so rows go from the DBAPI
     cursor into one structured array (on PostgreSQL, a binary COPY parsed by numpy).
@@ -375,10 +396,11 @@ def score_label_arrays(
     dbapi = connection.connection.driver_connection
     if connection.dialect.name == "postgresql":
         query = (
-            "COPY (SELECT score, label FROM feedback WHERE segment = %s AND id <= %s ORDER BY id)"
-            " TO STDOUT (FORMAT BINARY)"
+            "COPY (SELECT score, label FROM feedback WHERE segment = %s AND id > %s AND id <= %s"
+            " ORDER BY id) TO STDOUT (FORMAT BINARY)"
         )
-        with dbapi.cursor() as cursor, cursor.copy(query, (segment, up_to_id)) as copy:
+        params = (segment, after_id, up_to_id)
+        with dbapi.cursor() as cursor, cursor.copy(query, params) as copy:
             buffer = bytearray()
             for block in copy:
                 buffer += block
@@ -388,8 +410,9 @@ def score_label_arrays(
         cursor = dbapi.cursor()
         try:
             cursor.execute(
-                "SELECT score, label FROM feedback WHERE segment = ? AND id <= ? ORDER BY id",
-                (segment, up_to_id),
+                "SELECT score, label FROM feedback"
+                " WHERE segment = ? AND id > ? AND id <= ? ORDER BY id",
+                (segment, after_id, up_to_id),
             )
             rows = np.fromiter(cursor, dtype=_ARRAY_DTYPE)
         finally:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.calibration.segments import POOLED_SEGMENT
-from app.db import Database, Statements, utcnow
+from app.db import Database, utcnow
 from app.errors import ConflictError, PayloadTooLargeError
 from app.feedback import repository
 from app.feedback.models import Feedback
@@ -98,19 +98,13 @@ def to_read(record: Feedback | repository.StoredFeedback) -> FeedbackRead:
 async def create_feedback(database: Database, *, item: FeedbackCreate) -> tuple[FeedbackRead, bool]:
     """Store one record. Returns it and whether it was new (``False`` for a replay).
 
-    The analyzer's hot path: one statement for a new record (``Database.write_one``), and
-    the stored record is read only when the insert skipped a known ``external_id``.
+    The analyzer's hot path: one statement (``Database.write_one``), which on PostgreSQL also
+    reads the stored record when the insert skipped a known ``external_id`` (on SQLite a
+    second statement reads it).
     """
     row = driver_row(item)
     now = utcnow()
-
-    async def write(statements: Statements) -> int | repository.StoredFeedback | None:
-        new_id = await repository.insert_one(statements, row, now)
-        if new_id is not None or item.external_id is None:
-            return new_id
-        return await repository.find_by_external_id(statements, item.external_id)
-
-    stored = await database.write_one(write)
+    stored = await repository.insert_or_find(database, row, now)
     if isinstance(stored, int):
         return FeedbackRead(
             id=stored,

@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from threading import Lock
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -56,12 +56,44 @@ def calibrator_for(model: ModelVersion) -> Calibrator:
     return _cached(_calibrators, model.artifact_sha256, lambda: load_calibrator(model.artifact))
 
 
+def cached_body(sha256: str) -> bytes | None:
+    """The artifact bytes of this hash, if made already."""
+    with _cache_lock:
+        return _bodies.get(sha256)
+
+
+def cached_calibrator(sha256: str) -> Calibrator | None:
+    """The calibrator of this artifact hash, if loaded already."""
+    with _cache_lock:
+        return _calibrators.get(sha256)
+
+
 def calibrate(model: ModelVersion, scores: list[float], *, segment: str) -> CalibrateResponse:
     """Apply a version's calibrator (the client's artifact code) to raw scores of ``segment``.
 
     ``model`` may be the pooled one, serving a segment without a model of its own.
     """
-    calibrated = calibrator_for(model).predict(np.asarray(scores, dtype=np.float64))
+    return calibrated_by(calibrator_for(model), model, scores, segment=segment)
+
+
+class Served(Protocol):
+    """What an answer names of the model that gave it: a ``ModelVersion`` or a digest of one."""
+
+    @property
+    def segment(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def method(self) -> str: ...
+
+
+def calibrated_by(
+    calibrator: Calibrator, model: Served, scores: list[float], *, segment: str
+) -> CalibrateResponse:
+    """The answer of ``calibrator``, ``model``'s, to raw scores of ``segment``."""
+    calibrated = calibrator.predict(np.asarray(scores, dtype=np.float64))
     return CalibrateResponse(
         calibrated=calibrated.tolist(),
         model_version=model.version,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row, func, select, text, type_coerce
 from sqlalchemy.orm import Session, defer
 
-from app.db import UTCDateTime
+from app.calibration.segments import POOLED_SEGMENT
+from app.db import HotPath, UTCDateTime
 from app.registry.models import ACTIVATION_EVENTS, ModelEvent, ModelStatus, ModelVersion
 
 
@@ -36,6 +37,28 @@ def get_active(
     if not with_artifact:
         statement = statement.options(defer(ModelVersion.artifact))
     return session.scalars(statement).first()
+
+
+class ServingDigest(NamedTuple):
+    """What the serving path needs of the model that answers for a segment (no artifact)."""
+
+    segment: str
+    version: int
+    method: str
+    artifact_sha256: str
+
+
+# The segment's own active version first (True sorts after False), else the pooled one.
+_SERVING = (
+    "SELECT segment, version, method, artifact_sha256 FROM model_version"
+    " WHERE status = 'active' AND segment IN (?, ?) ORDER BY segment = ? DESC LIMIT 1"
+)
+
+
+async def serving_digest(hot_path: HotPath, segment: str) -> ServingDigest | None:
+    """The active version of ``segment``, else of ``_pooled``; read on the event loop."""
+    found = await hot_path.read_one(_SERVING, [segment, POOLED_SEGMENT, segment])
+    return ServingDigest(*found[0]) if found else None
 
 
 def get_version(session: Session, segment: str, version: int) -> ModelVersion | None:

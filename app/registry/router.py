@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.auth import Principal, require_scope
 from app.config import DEFAULT_SEGMENT, SEGMENT_PATTERN
+from app.db import Database
 from app.deps import ReadSession, WriteSession
 from app.errors import responses
 from app.params import (
@@ -105,8 +107,8 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
         **responses(401, 403, 404, 422, 503),
     },
 )
-def active_artifact(
-    session: ReadSession,
+async def active_artifact(
+    request: Request,
     segment: SegmentQuery = DEFAULT_SEGMENT,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -115,17 +117,36 @@ def active_artifact(
     A segment without an active model of its own gets the active ``_pooled`` calibrator; the
     ``X-Calibrator-Segment`` header (and the artifact's ``segment``) say which answered.
     """
-    model = service.get_serving(session, segment=segment)
-    sha256 = model.artifact_sha256
-    headers = {
+    # A revalidation, the analyzer's usual call, is answered on the event loop from one read of
+    # the serving model's hash, as are the bytes once made; only making them takes a thread.
+    database = request.app.state.database
+    serving = await service.serving_digest(database, segment=segment)
+    sha256 = serving.artifact_sha256
+    if _etag_matches(if_none_match, sha256):
+        return Response(status_code=304, headers=_artifact_headers(serving.segment, sha256))
+    body = artifacts.cached_body(sha256)
+    if body is None:
+        return await run_in_threadpool(_artifact_from_session, database, segment)
+    return Response(
+        content=body,
+        media_type="application/json",
+        headers=_artifact_headers(serving.segment, sha256),
+    )
+
+
+def _artifact_headers(segment: str, sha256: str) -> dict[str, str]:
+    return {
         "ETag": f'"{sha256}"',
         "Cache-Control": "no-cache",
-        CALIBRATOR_SEGMENT_HEADER: model.segment,
+        CALIBRATOR_SEGMENT_HEADER: segment,
     }
-    # A revalidation, the analyzer's usual call, answers before any artifact bytes are made.
-    if _etag_matches(if_none_match, sha256):
-        return Response(status_code=304, headers=headers)
-    body = artifacts.artifact_body(model)
+
+
+def _artifact_from_session(database: Database, segment: str) -> Response:
+    with database.session_scope(write=False) as session:
+        model = service.get_serving(session, segment=segment)
+        body = artifacts.artifact_body(model)
+        headers = _artifact_headers(model.segment, model.artifact_sha256)
     return Response(content=body, media_type="application/json", headers=headers)
 
 
@@ -181,15 +202,38 @@ def activate_model(
     "/v1/calibrate",
     tags=["calibrate"],
     dependencies=_read,
+    response_model=CalibrateResponse,
     responses={
         200: {"description": "The calibrated scores", "headers": _SERVING_HEADER_DOC},
         **responses(400, 401, 403, 404, 413, 422, 503),
     },
 )
-def calibrate(
-    payload: CalibrateRequest, session: ReadSession, response: Response
-) -> CalibrateResponse:
+async def calibrate(payload: CalibrateRequest, request: Request) -> Response:
     """Apply the segment's active calibrator (else the pooled one) to raw scores, server-side."""
-    model = service.get_serving(session, segment=payload.segment)
-    response.headers[CALIBRATOR_SEGMENT_HEADER] = model.segment
-    return artifacts.calibrate(model, payload.scores, segment=payload.segment)
+    # On the event loop when the serving model's calibrator is cached by its artifact hash (the
+    # usual case): one read, no thread hop, no session. Loading it takes a thread.
+    database = request.app.state.database
+    serving = await service.serving_digest(database, segment=payload.segment)
+    calibrator = artifacts.cached_calibrator(serving.artifact_sha256)
+    if calibrator is None:
+        answer, calibrator_segment = await run_in_threadpool(
+            _calibrate_in_session, database, payload
+        )
+    else:
+        answer = artifacts.calibrated_by(
+            calibrator, serving, payload.scores, segment=payload.segment
+        )
+        calibrator_segment = serving.segment
+    return Response(
+        content=answer.model_dump_json(),
+        media_type="application/json",
+        headers={CALIBRATOR_SEGMENT_HEADER: calibrator_segment},
+    )
+
+
+def _calibrate_in_session(
+    database: Database, payload: CalibrateRequest
+) -> tuple[CalibrateResponse, str]:
+    with database.session_scope(write=False) as session:
+        model = service.get_serving(session, segment=payload.segment)
+        return artifacts.calibrate(model, payload.scores, segment=payload.segment), model.segment

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.calibration import Calibrator
 from app.calibration.segments import POOLED_SEGMENT
-from app.db import utcnow
+from app.db import HotPath, utcnow
 from app.errors import ConflictError, NotFoundError
 from app.params import cursor_id, page_of
 from app.registry import repository
@@ -46,11 +46,24 @@ def get_serving(session: Session, *, segment: str) -> ModelVersion:
     if model is None and segment != POOLED_SEGMENT:
         model = repository.get_active(session, POOLED_SEGMENT, with_artifact=False)
     if model is None:
-        raise NotFoundError(
-            f"segment '{segment}' has no active model and no pooled model is active yet; "
-            "start a training run first"
-        )
+        raise _nothing_serves(segment)
     return model
+
+
+async def serving_digest(hot_path: HotPath, *, segment: str) -> repository.ServingDigest:
+    """``get_serving`` without the ORM, read on the event loop: enough to answer a
+    revalidation, or to calibrate with a calibrator cached by its artifact hash."""
+    digest = await repository.serving_digest(hot_path, segment)
+    if digest is None:
+        raise _nothing_serves(segment)
+    return digest
+
+
+def _nothing_serves(segment: str) -> NotFoundError:
+    return NotFoundError(
+        f"segment '{segment}' has no active model and no pooled model is active yet; "
+        "start a training run first"
+    )
 
 
 def segment_serving(session: Session) -> dict[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from app.calibration import (
     Calibrator,
+    band_check,
     evaluate,
     fit_calibrator,
     paired_bootstrap,
@@ -65,6 +66,7 @@ class TrainingPolicy:
     min_samples: int = 50
     min_segment_samples: int = 10
     interval_days: float = 7.0
+    training_data: str = "all"
     threshold: float = 0.05
     require_significant: bool = False
     bootstrap_resamples: int = 1000
@@ -79,6 +81,7 @@ class TrainingPolicy:
             min_samples=settings.min_samples_for_training,
             min_segment_samples=settings.min_segment_samples,
             interval_days=settings.training_interval_days,
+            training_data=settings.training_data,
             threshold=settings.performance_threshold,
             require_significant=settings.require_significant_improvement,
             bootstrap_resamples=settings.bootstrap_resamples,
@@ -109,12 +112,27 @@ def _scored(probs: NDArray[np.float64], labels: NDArray[np.float64]) -> dict[str
     return {key: report[key] for key in REPORTED_METRICS}
 
 
+def _band_refusal(band: dict[str, Any] | None) -> str | None:
+    """Why the held-out outcomes refute the candidate's own band (``None`` when they do not)."""
+    if band is None or not band["checked"] or band["consistent"]:
+        return None
+    bad = [g for g in band["groups"] if not g["consistent"]]
+    g = max(bad, key=lambda g: max(g["band_low"] - g["ci_high"], g["ci_low"] - g["band_high"]))
+    return (
+        f"held-out outcomes contradict the candidate's 90% band in {len(bad)} of "
+        f"{band['n_groups']} score groups: where it predicts {g['p_low']:.3f}-{g['p_high']:.3f} "
+        f"({g['count']} samples) the band says {g['band_low']:.3f}-{g['band_high']:.3f} but "
+        f"{g['observed_rate']:.3f} were positive (interval {g['ci_low']:.3f}-{g['ci_high']:.3f})"
+    )
+
+
 def _gate(
     policy: TrainingPolicy,
     candidate: dict[str, Any],
     production: dict[str, Any],
     ece_improvement: float,
     ece_interval: dict[str, float],
+    band: dict[str, Any] | None = None,
 ) -> tuple[bool, str]:
     pct = f"{ece_improvement:.1%}"
     if ece_improvement < policy.threshold:
@@ -132,6 +150,9 @@ def _gate(
             f"ECE improved by {pct} but not significantly: the interval of the ECE difference "
             f"[{ece_interval['low']:.4f}, {ece_interval['high']:.4f}] does not exclude zero"
         )
+    refusal = _band_refusal(band)
+    if refusal is not None:
+        return False, f"ECE improved by {pct} but {refusal}"
     return True, (
         f"ECE improved by {pct} (threshold {policy.threshold:.1%}): "
         f"{production['ece']:.4f} -> {candidate['ece']:.4f}; "
@@ -205,8 +226,9 @@ def _evaluate(
     )
     bootstrap["n_samples"] = int(boot_idx.shape[0])
 
+    band = _band_check(calibrator, val_scores, candidate_probs, val_labels)
     ece_improvement = _relative_improvement(current["ece"], candidate["ece"])
-    deploy, reason = _gate(policy, candidate, current, ece_improvement, bootstrap["ece_diff"])
+    deploy, reason = _gate(policy, candidate, current, ece_improvement, bootstrap["ece_diff"], band)
     return _evaluation(
         policy,
         calibrator=calibrator,
@@ -217,8 +239,20 @@ def _evaluate(
         bootstrap=bootstrap,
         decision=(deploy, reason),
         sizes=(int(train_idx.shape[0]), int(val_idx.shape[0])),
-        extra={"gate": "holdout"},
+        extra={"gate": "holdout", "band_check": band},
     )
+
+
+def _band_check(
+    calibrator: Calibrator,
+    scores: NDArray[np.float64],
+    probs: NDArray[np.float64],
+    labels: NDArray[np.float64],
+) -> dict[str, Any]:
+    if calibrator.band is None:
+        return {"checked": False, "reason": f"the {calibrator.method} candidate carries no band"}
+    low, high = calibrator.predict_interval(scores, level=calibrator.band["level"])
+    return {"level": calibrator.band["level"], **band_check(probs, low, high, labels)}
 
 
 def _evaluation(
@@ -264,14 +298,24 @@ def _evaluation(
         deploy=deploy,
         reason=reason,
         results=results,
-        metrics={**candidate, "n_train": n_train, "n_validation": n_validation},
+        metrics={
+            **candidate,
+            "n_train": n_train,
+            "n_validation": n_validation,
+            "band_check": _band_summary(results["band_check"]),
+        },
         n_train=n_train,
         n_validation=n_validation,
     )
 
 
+def _band_summary(band: dict[str, Any]) -> dict[str, Any]:
+    """The band check without its groups, for the stored model's metrics."""
+    return {key: value for key, value in band.items() if key != "groups"}
+
+
 def _cross_validation_gate(
-    candidate: dict[str, Any], production: dict[str, Any]
+    candidate: dict[str, Any], production: dict[str, Any], band: dict[str, Any] | None = None
 ) -> tuple[bool, str]:
     scores = (
         f"log loss {production['log_loss']:.4f} -> {candidate['log_loss']:.4f}, "
@@ -281,6 +325,9 @@ def _cross_validation_gate(
         return False, f"cross-validated log loss is not better than production's ({scores})"
     if candidate["brier"] > production["brier"]:
         return False, f"cross-validated Brier score is worse than production's ({scores})"
+    refusal = _band_refusal(band)
+    if refusal is not None:
+        return False, f"cross-validated scores are better ({scores}) but {refusal}"
     return True, f"cross-validated log loss and Brier score are better ({scores})"
 
 
@@ -306,8 +353,21 @@ def evaluate_by_cross_validation(
         n_folds = max(2, min(CV_FOLDS, minority))
         folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=policy.random_seed)
         out_of_fold = np.empty(scores.shape[0])
+        # Each fold's band at its held-out scores: the check then sees every sample held out.
+        oof_low, oof_high = np.empty(scores.shape[0]), np.empty(scores.shape[0])
+        banded = True
         for train, test in folds.split(np.zeros((scores.shape[0], 1)), labels):
-            out_of_fold[test] = fit(train).predict(scores[test])
+            fold = fit(train)
+            out_of_fold[test] = fold.predict(scores[test])
+            if fold.band is None:
+                banded = False
+            else:
+                level = fold.band["level"]
+                oof_low[test], oof_high[test] = fold.predict_interval(scores[test], level=level)
+        if banded:
+            band = {"level": level, **band_check(out_of_fold, oof_low, oof_high, labels)}
+        else:
+            band = {"checked": False, "reason": "the fold candidates carry no band"}
         production_probs = production.predict(scores)
         candidate = _scored(out_of_fold, labels)
         current = _scored(production_probs, labels)
@@ -329,10 +389,11 @@ def evaluate_by_cross_validation(
         probs=(out_of_fold, production_probs),
         scored=(candidate, current),
         bootstrap=bootstrap,
-        decision=_cross_validation_gate(candidate, current),
+        decision=_cross_validation_gate(candidate, current, band),
         sizes=(n, n),
         extra={
             "gate": "cross_validation",
+            "band_check": band,
             "n_folds": n_folds,
             "log_loss_improvement": _relative_improvement(
                 current["log_loss"], candidate["log_loss"]

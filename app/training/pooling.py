@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy.orm import Session
 
-from app.calibration import Calibrator
+from app.calibration import Calibrator, fit_calibrator
 from app.calibration.segments import (
     POOLED_SEGMENT,
     SegmentSpread,
@@ -42,6 +42,41 @@ class PooledPrior:
     calibrator: Calibrator
     version: int
     spread: SegmentSpread
+
+
+@dataclass(frozen=True)
+class PreviousPrior:
+    """A segment's active model as the prior of a run on the feedback it was not trained on."""
+
+    calibrator: Calibrator
+    version: int
+    last_feedback_id: int
+
+
+def find_previous(session: Session, segment: str) -> PreviousPrior | None:
+    """The segment's own active model and where its training data ended, if it has one."""
+    model = registry.find_active(session, segment=segment)
+    if model is None or model.last_feedback_id is None:
+        return None
+    return PreviousPrior(
+        calibrator=artifacts.calibrator_for(model),
+        version=model.version,
+        last_feedback_id=model.last_feedback_id,
+    )
+
+
+def prior_record(prior: PooledPrior | None, previous: PreviousPrior | None, segment: str) -> dict:
+    """Which map the run's fit shrank toward, as stored with the model and the run."""
+    if prior is not None:
+        return {"source": "pooled", "segment": POOLED_SEGMENT, "version": prior.version}
+    if previous is not None:
+        return {
+            "source": "previous_model",
+            "segment": segment,
+            "version": previous.version,
+            "after_feedback_id": previous.last_feedback_id,
+        }
+    return {"source": "none", "segment": None, "version": None}
 
 
 def find_prior(session: Session) -> PooledPrior | None:
@@ -83,12 +118,14 @@ def evaluate(
     production: Calibrator,
     prior: PooledPrior | None,
     policy: TrainingPolicy,
+    previous: PreviousPrior | None = None,
 ) -> Evaluation:
     """Fit and judge the candidate of ``segment`` by the rules that apply to it.
 
     ``_pooled`` fits on all segments and estimates their spread; a segment with a pooled prior
-    is partially pooled toward it (cross-validated gate when small); anything else is the
-    plain ``fit_calibrator`` with the holdout gate.
+    is partially pooled toward it (cross-validated gate when small); with ``previous`` (the
+    arrays then hold only feedback that model was not trained on) the fit shrinks toward it;
+    anything else is the plain ``fit_calibrator``; those two have the holdout gate.
     """
     seed = policy.random_seed
     if segment == POOLED_SEGMENT:
@@ -98,6 +135,14 @@ def evaluate(
             return fit_pooled(scores[rows], labels[rows], segment_codes[rows], seed)[0]
 
         return evaluate_candidate(scores, labels, production, policy, fit_all)
+    if prior is None and previous is not None:
+
+        def fit_after(rows: NDArray[np.intp]) -> Calibrator:
+            return fit_calibrator(
+                scores[rows], labels[rows], random_state=seed, prior=previous.calibrator
+            )
+
+        return evaluate_candidate(scores, labels, production, policy, fit_after)
     if prior is None:
         return evaluate_candidate(scores, labels, production, policy)
 
@@ -109,15 +154,19 @@ def evaluate(
     return evaluate_candidate(scores, labels, production, policy, fit_segment)
 
 
-def model_metrics(evaluation: Evaluation, prior: PooledPrior | None) -> dict[str, Any]:
+def model_metrics(
+    evaluation: Evaluation, prior: PooledPrior | None, prior_used: dict[str, Any]
+) -> dict[str, Any]:
     """The metrics stored with the version, with what pooling needs later.
 
     The pooled model keeps the segments' spread (segments read it as their pooling strength);
     a segment's model keeps its pooling weight and distance from the pooled map (the
-    dashboard and the feedback stats show them).
+    dashboard and the feedback stats show them). Every model records the prior it was
+    shrunk toward (``prior_record``).
     """
     selection = evaluation.calibrator.selection or {}
     metrics = dict(evaluation.metrics)
+    metrics["prior"] = prior_used
     if "segment_spread" in selection:
         metrics["segment_spread"] = selection["segment_spread"]
     pooling = selection.get("pooling")

@@ -119,14 +119,18 @@ def _skip_reason(
     policy: TrainingPolicy,
     min_samples: int,
     up_to: int,
+    previous: pooling.PreviousPrior | None,
 ) -> str | None:
     """Why this run should not train, judged before any data is loaded; ``None`` to train."""
     # The pooled calibrator's data is every segment's feedback.
     data_segment = None if segment == POOLED_SEGMENT else segment
-    total = feedback.count_between(session, data_segment, 0, up_to)
+    after = previous.last_feedback_id if previous is not None else 0
+    total = feedback.count_between(session, data_segment, after, up_to)
     if total < min_samples:
+        since = "" if previous is None else f" since version {previous.version}'s training data"
         return (
-            f"segment '{segment}' has {total} feedback samples; at least {min_samples} are needed"
+            f"segment '{segment}' has {total} feedback samples{since}; "
+            f"at least {min_samples} are needed"
         )
     last = repository.last_trained_run(session, segment)
     if force or last is None:
@@ -196,6 +200,9 @@ class _TrainingData:
     production_version: int | None
     production_segment: str | None
     prior: pooling.PooledPrior | None
+    # With training_data="new": the active model the run shrinks toward; the arrays then
+    # hold only the feedback after its training data.
+    previous: pooling.PreviousPrior | None
 
 
 def _load(database: Database, policy: TrainingPolicy, run: TrainingRun) -> _TrainingData | str:
@@ -204,6 +211,11 @@ def _load(database: Database, policy: TrainingPolicy, run: TrainingRun) -> _Trai
     with database.session_scope(write=False) as session:
         up_to = feedback.max_id(session, None if is_pooled else run.segment) or 0
         prior = None if is_pooled else pooling.find_prior(session)
+        # The previous model is a sound prior only for labels it never saw, so it is used
+        # only when the run trains on the feedback after it (and no pooled prior applies).
+        previous = None
+        if policy.training_data == "new" and not is_pooled and prior is None:
+            previous = pooling.find_previous(session, run.segment)
         # With a pooled prior a segment needs only a few samples of its own.
         min_samples = policy.min_samples if prior is None else policy.min_segment_samples
         skip = _skip_reason(
@@ -213,6 +225,7 @@ def _load(database: Database, policy: TrainingPolicy, run: TrainingRun) -> _Trai
             policy=policy,
             min_samples=min_samples,
             up_to=up_to,
+            previous=previous,
         )
         if skip is not None:
             return skip
@@ -220,7 +233,8 @@ def _load(database: Database, policy: TrainingPolicy, run: TrainingRun) -> _Trai
         if is_pooled:
             scores, labels, codes = pooling.all_feedback_arrays(session, up_to)
         else:
-            scores, labels = feedback.score_label_arrays(session, run.segment, up_to)
+            after = previous.last_feedback_id if previous is not None else 0
+            scores, labels = feedback.score_label_arrays(session, run.segment, up_to, after)
         skip = _class_skip_reason(labels)
         if skip is not None:
             return skip
@@ -239,6 +253,7 @@ def _load(database: Database, policy: TrainingPolicy, run: TrainingRun) -> _Trai
             production_version=active.version if active else None,
             production_segment=serving.segment if serving else None,
             prior=prior,
+            previous=previous,
         )
 
 
@@ -260,12 +275,15 @@ def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
         production=data.production,
         prior=data.prior,
         policy=policy,
+        previous=data.previous,
     )
+    prior_used = pooling.prior_record(data.prior, data.previous, segment)
     results = {
         **evaluation.results,
         "production_version": production_version,
         "production_segment": data.production_segment,
         "prior_version": data.prior.version if data.prior else None,
+        "prior": prior_used,
     }
     reason = evaluation.reason
     # In shadow mode a candidate that passes the gate challenges the live model instead of
@@ -278,7 +296,7 @@ def _train(database: Database, policy: TrainingPolicy, run: TrainingRun) -> str:
             session,
             segment=segment,
             calibrator=evaluation.calibrator,
-            metrics=pooling.model_metrics(evaluation, data.prior),
+            metrics=pooling.model_metrics(evaluation, data.prior, prior_used),
             n_train=evaluation.n_train,
             n_validation=evaluation.n_validation,
             last_feedback_id=up_to,

@@ -41,6 +41,7 @@ def test_public_surface():
         "Calibrator",
         "ConfidenceSequenceState",
         "SegmentSpread",
+        "band_check",
         "estimate_spread",
         "evaluate",
         "extend_confidence_sequence",

@@ -63,6 +63,39 @@ def test_auto_bends_toward_a_step_function(seed):
     assert np.all(np.diff(cal.predict(GRID)) >= 0.0)
 
 
+def forest_votes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random forest's vote fractions (100 trees, many unanimous) and a truth that is never
+    certain: 4% of unanimous findings go the other way."""
+    rng = np.random.default_rng(seed)
+    votes = np.round(100.0 * _sigmoid(rng.normal(0.0, 3.0, n))) / 100.0
+    truth = 0.04 + 0.92 * votes
+    return votes, (rng.random(n) < truth).astype(np.float64), truth
+
+
+def _log_loss(q: np.ndarray, y: np.ndarray) -> float:
+    q = np.clip(q, 1e-15, 1.0 - 1e-15)
+    return float(-np.mean(y * np.log(q) + (1.0 - y) * np.log1p(-q)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_unanimous_votes_are_not_read_as_certainty(seed):
+    # Read at the input clip (log-odds +-27.6), exact 0s and 1s drove the map to 1 - 1e-9
+    # for findings that fail 4% of the time: 0.05-0.08 excess log loss in two of these seeds.
+    scores, labels, _ = forest_votes(300, seed)
+    cal = fit_calibrator(scores, labels, random_state=seed)
+    assert cal.selection["reference_clip"] == [0.005, 0.995]
+    test_scores, test_labels, test_truth = forest_votes(50_000, 99)
+    excess = _log_loss(cal.predict(test_scores), test_labels) - _log_loss(test_truth, test_labels)
+    assert excess < 0.02
+    assert 0.9 < cal.predict(np.array([1.0]))[0] < 0.999
+
+
+def test_scores_without_point_masses_keep_the_input_clip():
+    scores, labels = logistic_miscalibration(300, 0)
+    cal = fit_calibrator(scores, labels, random_state=0)
+    assert cal.selection["reference_clip"] == [1e-12, 1.0 - 1e-12]
+
+
 def test_tiny_samples_fall_back_to_the_shrunk_platt_map():
     tiny = fit_calibrator([0.1, 0.2, 0.3, 0.7, 0.8, 0.9], [0, 0, 1, 0, 1, 1])
     assert tiny.selection["n_splits"] == 0 and "too few" in tiny.selection["reason"]

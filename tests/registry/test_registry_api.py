@@ -151,3 +151,34 @@ def test_calibrate_rejects_bad_scores(client: TestClient, body: str) -> None:
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"][1] in ("scores", "segment")
+
+
+def test_cached_calibrators_and_bytes_answer_as_the_first_request_and_follow_activation(
+    two_versions: TestClient,
+) -> None:
+    # The first request loads the calibrator and makes the bytes; the next are answered from
+    # the caches keyed by artifact hash, and must not outlive an activation.
+    client = two_versions
+    scores = [0.02, 0.4, 0.6, 0.98]
+    first, again = (client.post("/v1/calibrate", json={"scores": scores}) for _ in range(2))
+    assert first.json() == again.json() and again.json()["model_version"] == 1
+    assert again.headers["X-Calibrator-Segment"] == "default"
+    body, body_again = (client.get("/v1/models/active/artifact") for _ in range(2))
+    assert body.content == body_again.content
+    assert body.headers["ETag"] == body_again.headers["ETag"]
+    assert body_again.headers["X-Calibrator-Segment"] == "default"
+
+    client.post("/v1/models/default/2/activate")
+    switched = client.post("/v1/calibrate", json={"scores": scores}).json()
+    artifact = client.get("/v1/models/active/artifact")
+    assert (switched["model_version"], artifact.json()["version"]) == (2, 2)
+    local = load_calibrator(artifact.json()).predict(np.array(scores))
+    assert np.max(np.abs(np.array(switched["calibrated"]) - local)) <= 1e-12
+
+    client.post("/v1/models/default/1/activate")
+    back = client.post("/v1/calibrate", json={"scores": scores})
+    assert back.json() == first.json()
+    restored = client.get(
+        "/v1/models/active/artifact", headers={"If-None-Match": body.headers["ETag"]}
+    )
+    assert restored.status_code == 304

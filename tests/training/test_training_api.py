@@ -219,3 +219,73 @@ def test_runs_left_open_by_a_dead_process_are_failed_at_startup(clean_database: 
         assert all("abandoned" in run["reason"] for run in runs)
         post_items(client, overconfident_feedback(200))
         assert train(client)["status"] == "deployed"
+
+
+def _version_calibrator(client: TestClient, version: int):
+    from app.calibration import ARTIFACT_FORMAT
+
+    model = client.get(f"/v1/models/default/{version}").json()
+    return model, load_calibrator(
+        {"format": ARTIFACT_FORMAT, "method": model["method"], "params": model["params"]}
+    )
+
+
+def test_training_on_new_feedback_shrinks_toward_the_active_model(clean_database: str) -> None:
+    from app.calibration import fit_calibrator
+
+    settings = Settings(database_url=clean_database, training_data="new")
+    with TestClient(create_app(settings)) as client:
+        post_items(client, overconfident_feedback(600, seed=0))
+        first = train(client, force=True)
+        assert first["status"] == "deployed", first["reason"]
+        assert first["evaluation_results"]["prior"]["source"] == "none"
+        model1, previous = _version_calibrator(client, 1)
+        assert model1["metrics"]["prior"] == {"source": "none", "segment": None, "version": None}
+
+        # Fewer new labels than the minimum: skipped even when forced, and the reason says so.
+        post_items(client, overconfident_feedback(20, seed=1))
+        skipped = train(client, force=True)
+        assert skipped["status"] == "skipped"
+        assert "20 feedback samples since version 1's training data" in skipped["reason"]
+
+        post_items(client, overconfident_feedback(280, seed=2))
+        second = train(client, force=True)
+        assert second["status"] in ("deployed", "rejected"), second["reason"]
+        results = second["evaluation_results"]
+        # Only the 300 labels version 1 never saw, shrunk toward version 1.
+        assert (results["n_train"], results["n_validation"]) == (240, 60)
+        expected_prior = {
+            "source": "previous_model",
+            "segment": "default",
+            "version": 1,
+            "after_feedback_id": 600,
+        }
+        assert results["prior"] == expected_prior
+        assert results["selection"]["prior"] == previous.method
+        model2, candidate = _version_calibrator(client, second["model_version"])
+        assert model2["metrics"]["prior"] == expected_prior
+
+        # The same fit by hand: the new feedback, the gate's split, version 1 as the prior.
+        scores, labels = all_feedback(client)
+        new_scores, new_labels = scores[600:], labels[600:]
+        train_rows, _ = train_test_split(
+            np.arange(300), test_size=0.2, stratify=new_labels, random_state=0
+        )
+        by_hand = fit_calibrator(
+            new_scores[train_rows], new_labels[train_rows], random_state=0, prior=previous
+        )
+        grid = np.linspace(0.0, 1.0, 501)
+        assert np.allclose(candidate.predict(grid), by_hand.predict(grid), atol=1e-12)
+
+
+def test_training_on_all_feedback_uses_no_prior(client: TestClient) -> None:
+    post_items(client, overconfident_feedback(600, seed=0))
+    assert train(client, force=True)["status"] == "deployed"
+    post_items(client, overconfident_feedback(300, seed=2))
+    second = train(client, force=True)
+    results = second["evaluation_results"]
+    assert results["n_train"] + results["n_validation"] == 900
+    assert results["prior"] == {"source": "none", "segment": None, "version": None}
+    assert results["selection"]["prior"] is None
+    model = client.get(f"/v1/models/default/{second['model_version']}").json()
+    assert model["metrics"]["prior"]["source"] == "none"
