@@ -106,14 +106,17 @@ def test_a_twenty_label_segment_gets_a_cross_validated_gated_calibrator(
     pooled_probs = load_calibrator(pooled_art).predict(scores)
     assert results["production"]["log_loss"] == pytest.approx(log_loss(labels, pooled_probs))
     assert results["production"]["brier"] == pytest.approx(brier_score_loss(labels, pooled_probs))
-    # The written rule: deploy only if out-of-fold log loss is lower and Brier not higher. A fit
-    # under a pooled prior carries no band, so the band check says it was not made.
+    # The written rule: deploy only if out-of-fold log loss is lower, Brier not higher, and the
+    # out-of-fold outcomes do not contradict the fold candidates' bands (a fit under a pooled
+    # prior carries its posterior band, so the check is made).
     cand, prod = results["candidate"], results["production"]
-    assert results["band_check"] == {
-        "checked": False,
-        "reason": "the fold candidates carry no band",
-    }
-    rule = cand["log_loss"] < prod["log_loss"] and cand["brier"] <= prod["brier"]
+    band_check = results["band_check"]
+    assert band_check["checked"] is True and band_check["level"] == 0.9
+    rule = (
+        cand["log_loss"] < prod["log_loss"]
+        and cand["brier"] <= prod["brier"]
+        and band_check["consistent"]
+    )
     assert results["deployed"] is rule
     assert results["prior"]["source"] == "pooled" and results["prior"]["segment"] == POOLED
     # 80% right at every score: the segment's own evidence beats the pooled map.
