@@ -3,15 +3,20 @@
 The model is a hierarchical logistic recalibration of the pooled calibrator ``P``. For a
 segment ``s`` with pooled log-odds ``z = logit(P(p))``,
 
-    logit q_s(p) = z + a_s + b_s (z - c),    a_s ~ N(0, tau_a^2),  b_s ~ N(0, tau_b^2),
+    logit q_s(p) = z + a_s + b_s (z - c),    a_s ~ N(m_a, tau_a^2),  b_s ~ N(m_b, tau_b^2),
 
 an intercept and slope correction (Cox's logistic recalibration, Cox 1958; the "model updating"
-of Steyerberg et al. 2004) centred on the pooled map, with ``c`` the mean pooled log-odds so the
-two corrections are nearly independent. The spreads ``tau`` say how much segments really differ;
+of Steyerberg et al. 2004) of the pooled map, with ``c`` the mean pooled log-odds so the two
+corrections are nearly independent. The spreads ``tau`` say how much segments really differ;
 they are estimated by empirical Bayes (Efron & Morris 1975; Morris 1983): maximising the
 marginal likelihood of all segments, each segment's correction integrated out by the Laplace
-approximation (Tierney & Kadane 1986; as in GLMMs, Breslow & Clayton 1993). Each segment then
-gets its posterior mode. With no spread (``tau = 0``) every segment *is* the pooled calibrator;
+approximation (Tierney & Kadane 1986; as in GLMMs, Breslow & Clayton 1993). The prior means
+``m`` are that GLMM's fixed effects: the pooled fit weighs segments by their sizes, so it leans
+toward the few largest, whereas the typical segment, the centre small segments are pulled to,
+weighs every segment by its precision under the spread. Each segment then gets its posterior
+mode, which for the map at any score is also its posterior median (the Laplace posterior is
+Gaussian and the map monotone in the linear predictor), the estimate that minimises the expected
+absolute error. With no spread (``tau = 0``) every segment *is* the pooled calibrator;
 a large segment's likelihood outweighs the prior and it follows its own data; a small one sits
 between. The composition stays within the ``calibrator/v1`` methods: a recalibrated Platt map is
 a Platt map, beta stays beta, and isotonic/histogram tables keep their knots with transformed
@@ -27,8 +32,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
 from scipy.special import expit
+from scipy.stats import norm
 
+from app.calibration.intervals import BAND_LEVEL, band_from_spread
 from app.calibration.methods import Calibrator, FloatArray
+from app.calibration.priors import logit
 from app.calibration.selection import fit_calibrator
 from app.calibration.validation import INPUT_CLIP, validate_scores_labels
 
@@ -53,6 +61,11 @@ _BOUNDARY_CRITICAL = (0.0, 2.706, 5.138)
 # barely move the marginal likelihood, while the cost grows with every sample (1M samples over
 # 10 segments: about 30 s without the cap, a few seconds with it).
 MAX_SPREAD_SAMPLES_PER_SEGMENT = 20_000
+# Optional fields of a stored spread (absent from spreads stored before they existed).
+_MEAN_FIELDS = ("mean_intercept", "mean_slope")
+# Range of a prior mean on the log-odds scale: a typical segment further than this from the
+# pooled map would mean the pooled fit is wrong for all of them.
+_MEAN_MAX = 5.0
 
 
 @dataclass(frozen=True)
@@ -68,12 +81,18 @@ class SegmentSpread:
         The pooled log-odds the slope pivots around (mean over all training samples).
     n_segments : int
         How many segments the spread was estimated from.
+    mean_intercept, mean_slope : float, default 0
+        Prior means of the two corrections: the typical segment's map relative to the pooled
+        one (0 when the spread in that direction is 0; spreads stored before they existed read
+        as 0).
     """
 
     tau_intercept: float
     tau_slope: float
     center: float
     n_segments: int
+    mean_intercept: float = 0.0
+    mean_slope: float = 0.0
 
     @property
     def is_zero(self) -> bool:
@@ -86,11 +105,12 @@ class SegmentSpread:
     def from_dict(cls, data: dict[str, Any]) -> SegmentSpread:
         """Rebuild from ``to_dict()``; ``ValueError`` naming a missing or bad field."""
         values = {}
-        for key in ("tau_intercept", "tau_slope", "center", "n_segments"):
-            value = data.get(key)
+        for key in ("tau_intercept", "tau_slope", "center", "n_segments", *_MEAN_FIELDS):
+            value = data.get(key, 0.0) if key in _MEAN_FIELDS else data.get(key)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"segment spread field {key!r} must be a number, got {value!r}")
-            if not np.isfinite(value) or (key != "center" and value < 0):
+            signed = key == "center" or key in _MEAN_FIELDS
+            if not np.isfinite(value) or (not signed and value < 0):
                 raise ValueError(f"segment spread field {key!r} is out of range: {value!r}")
             values[key] = value
         return cls(
@@ -98,7 +118,13 @@ class SegmentSpread:
             tau_slope=float(values["tau_slope"]),
             center=float(values["center"]),
             n_segments=int(values["n_segments"]),
+            mean_intercept=float(values["mean_intercept"]),
+            mean_slope=float(values["mean_slope"]),
         )
+
+    @property
+    def mean(self) -> tuple[float, float]:
+        return (self.mean_intercept, self.mean_slope)
 
 
 def pooled_log_odds(prior: Calibrator, scores: FloatArray) -> FloatArray:
@@ -148,8 +174,9 @@ def _newton(
     tau: tuple[float, float],
     center: float,
     start: FloatArray | None = None,
+    mean: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Posterior modes of (a_s, b_s) for every group at once.
+    """Posterior modes of (a_s, b_s) for every group at once, under N(mean, tau^2) priors.
 
     Returns the modes (n_groups, 2), the data Hessians (n_groups, 2, 2) at the modes and the
     groups' negative log-likelihoods there. A direction with tau 0 stays at 0.
@@ -157,11 +184,12 @@ def _newton(
     x = z - center
     free = np.array([tau[0] > 0.0, tau[1] > 0.0])
     precision = np.where(free, 1.0 / np.square(np.where(free, tau, 1.0)), 0.0)
-    theta = np.zeros((n_groups, 2)) if start is None else start.copy()
+    prior_mean = np.where(free, mean, 0.0)
+    theta = np.tile(prior_mean, (n_groups, 1)) if start is None else start.copy()
     theta[:, ~free] = 0.0
     for _ in range(_NEWTON_ITERATIONS):
         _, grad, hess = _group_terms(z, x, y, codes, n_groups, theta)
-        grad += precision * theta
+        grad += precision * (theta - prior_mean)
         hess[:, 0, 0] += precision[0]
         hess[:, 1, 1] += precision[1]
         # A fixed direction gets a unit diagonal so the solve leaves it at zero.
@@ -191,15 +219,17 @@ def _log_marginal(
     tau: tuple[float, float],
     center: float,
     start: FloatArray | None = None,
+    mean: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[float, FloatArray]:
     """Laplace approximation of the log marginal likelihood of all groups under ``tau``."""
-    theta, data_hess, nll = _newton(z, y, codes, n_groups, tau, center, start)
+    theta, data_hess, nll = _newton(z, y, codes, n_groups, tau, center, start, mean)
     free = [j for j in (0, 1) if tau[j] > 0.0]
     if not free:
         return -float(nll.sum()), theta
     prec = np.array([1.0 / tau[j] ** 2 for j in free])
     sub = data_hess[:, free][:, :, free] + np.diag(prec)
-    penalty = 0.5 * (np.square(theta[:, free]) * prec).sum(axis=1)
+    deviation = theta[:, free] - np.asarray(mean)[free]
+    penalty = 0.5 * (np.square(deviation) * prec).sum(axis=1)
     _, logdet = np.linalg.slogdet(sub)
     total = -nll - penalty - 0.5 * logdet + 0.5 * float(np.log(prec).sum())
     return float(total.sum()), theta
@@ -304,7 +334,37 @@ def estimate_spread(
         n_free = sum(t > 0.0 for t in cand)
         scored.append((value - 0.5 * _BOUNDARY_CRITICAL[n_free], cand))
     _, best = max(scored, key=lambda item: item[0])
-    return SegmentSpread(best[0], best[1], center, n_groups)
+    if best == (0.0, 0.0):
+        return zero
+    # With a spread, the prior means (the GLMM's fixed effects) are estimated with it, by the
+    # same marginal likelihood; the test above kept them at 0, so "no spread" stays the pooled
+    # map exactly.
+    free = [j for j in (0, 1) if best[j] > 0.0]
+
+    def joint(values: FloatArray) -> float:
+        tau, mean = [0.0, 0.0], [0.0, 0.0]
+        for i, j in enumerate(free):
+            tau[j] = float(np.exp(values[i]))
+            mean[j] = float(values[len(free) + i])
+        value, theta = _log_marginal(
+            z, y, codes, n_groups, (tau[0], tau[1]), center, warm.get("joint"), (mean[0], mean[1])
+        )
+        warm["joint"] = theta
+        return -value
+
+    start = np.array([np.log(best[j]) for j in free] + [0.0] * len(free))
+    fitted = minimize(
+        joint,
+        start,
+        method="L-BFGS-B",
+        bounds=[(np.log(_TAU_MIN), np.log(_TAU_MAX))] * len(free)
+        + [(-_MEAN_MAX, _MEAN_MAX)] * len(free),
+    )
+    tau_out, mean_out = [0.0, 0.0], [0.0, 0.0]
+    for i, j in enumerate(free):
+        tau_out[j] = float(np.exp(fitted.x[i]))
+        mean_out[j] = float(fitted.x[len(free) + i])
+    return SegmentSpread(tau_out[0], tau_out[1], center, n_groups, mean_out[0], mean_out[1])
 
 
 def _compose(prior: Calibrator, slope: float, shift: float) -> Calibrator:
@@ -363,16 +423,22 @@ def fit_with_prior(
         ``selection["pooling"]`` records the correction, the pooling weight (the share of the
         correction's precision that comes from the prior: 1 means pure pooled map, 0 means the
         segment's own data alone) and the mean |segment map - pooled map| over its scores.
+        Its ``band`` (90%) is ``posterior_band``'s.
     """
     p, y = validate_scores_labels(scores, labels)
     assert y is not None
     z = pooled_log_odds(prior, p)
     codes = np.zeros(p.shape[0], dtype=np.intp)
     tau = (spread.tau_intercept, spread.tau_slope)
-    theta, data_hess, _ = _newton(z, y, codes, 1, tau, spread.center)
+    theta, data_hess, _ = _newton(z, y, codes, 1, tau, spread.center, mean=spread.mean)
     a, b = (float(v) for v in theta[0])
     slope, shift = 1.0 + b, a - b * spread.center
     calibrator = prior if spread.is_zero else _compose(prior, slope, shift)
+    band = (
+        prior.band
+        if spread.is_zero
+        else posterior_band(prior, calibrator, spread, data_hess[0], slope)
+    )
     info = pooling_info(data_hess[0], spread)
     info.update(
         n=int(p.shape[0]),
@@ -382,7 +448,77 @@ def fit_with_prior(
     )
     selection = {"pooling": info, "prior_method": prior.method}
     return Calibrator(
-        calibrator.method, calibrator.params, calibrator.input_clip, selection=selection
+        calibrator.method, calibrator.params, calibrator.input_clip, selection=selection, band=band
+    )
+
+
+def posterior_band(
+    prior: Calibrator,
+    calibrator: Calibrator,
+    spread: SegmentSpread,
+    data_hessian: FloatArray,
+    slope: float,
+    level: float = BAND_LEVEL,
+) -> dict[str, Any]:
+    """A pointwise band for a segment's map: its correction's posterior and the prior's band.
+
+    The correction's Laplace posterior is Gaussian with covariance ``(H + diag(1/tau^2))^-1``
+    (``H`` the data Hessian at the mode), so the segment's log-odds at a score, linear in
+    the correction, has variance ``v' Sigma v`` with ``v = (1, z - c)``. The pooled map is
+    uncertain too: its band's log-odds half-width, times the correction's slope, is added in
+    quadrature, as for independent errors. The band lies on the prior's band grid (the
+    pooled table's knots) when it has one, else on 101 evenly spaced scores.
+
+    Parameters
+    ----------
+    prior, calibrator : Calibrator
+        The pooled calibrator and the segment's (``_compose`` of it).
+    spread : SegmentSpread
+    data_hessian : ndarray of shape (2, 2)
+        The segment's negative log-likelihood Hessian in (a, b) at the posterior mode.
+    slope : float
+        The correction's slope ``1 + b`` on the pooled log-odds.
+    level : float, default 0.9
+
+    Returns
+    -------
+    dict
+        ``{"level", "x", "low", "high"}``, containing the map (see ``intervals.contain``).
+    """
+    lo, hi = calibrator.input_clip
+    if prior.band is not None:
+        x = np.asarray(prior.band["x"], dtype=np.float64)
+    else:
+        x = np.linspace(lo, hi, 101)
+    z = pooled_log_odds(prior, x)
+    design = np.stack([np.ones_like(z), z - spread.center], axis=1)
+    free = [j for j, tau in enumerate((spread.tau_intercept, spread.tau_slope)) if tau > 0.0]
+    taus = np.array([spread.tau_intercept, spread.tau_slope])[free]
+    covariance = np.linalg.inv(data_hessian[np.ix_(free, free)] + np.diag(1.0 / taus**2))
+    variance = np.einsum("ij,jk,ik->i", design[:, free], covariance, design[:, free])
+    if prior.band is not None:
+        # The stored band's log-odds half-width at its level, as a standard deviation.
+        center = logit(prior.predict(x), _Z_CLIP)
+        half = np.maximum(
+            center - logit(np.asarray(prior.band["low"], dtype=np.float64), _Z_CLIP),
+            logit(np.asarray(prior.band["high"], dtype=np.float64), _Z_CLIP) - center,
+        )
+        z_level = norm.ppf(0.5 + float(prior.band["level"]) / 2.0)
+        variance = variance + np.square(slope * half / z_level)
+    ends = calibrator.predict(np.array([0.0, 1.0]))
+    # A composed table keeps the prior's knots, which are its band's grid: containment at
+    # the knots is containment everywhere.
+    knots_shared = False
+    if calibrator.method == "isotonic" and prior.band is not None:
+        knots = np.asarray(calibrator.params["x"])
+        knots_shared = knots[(knots >= x[0]) & (knots <= x[-1])].tolist() == x.tolist()
+    return band_from_spread(
+        x,
+        calibrator.predict(x),
+        np.sqrt(variance),
+        level,
+        knots_shared=knots_shared,
+        ends=(float(ends[0]), float(ends[1])),
     )
 
 

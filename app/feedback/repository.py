@@ -421,15 +421,16 @@ def score_label_arrays(
 
 
 def recent_scores_labels(
-    session: Session, *, segment: str, after_id: int, limit: int
+    session: Session, *, segment: str | None, after_id: int, limit: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Scores and labels of the newest ``limit`` records of a segment after ``after_id``."""
-    statement = (
-        select(feedback_table.c.score, feedback_table.c.label)
-        .where(feedback_table.c.segment == segment, feedback_table.c.id > after_id)
-        .order_by(feedback_table.c.id.desc())
-        .limit(limit)
+    """Scores and labels of the newest ``limit`` records of a segment (``None``: of all
+    segments) after ``after_id``."""
+    statement = select(feedback_table.c.score, feedback_table.c.label).where(
+        feedback_table.c.id > after_id
     )
+    if segment is not None:
+        statement = statement.where(feedback_table.c.segment == segment)
+    statement = statement.order_by(feedback_table.c.id.desc()).limit(limit)
     rows = [(score, float(label)) for score, label in session.execute(statement)]
     array = np.array(rows, dtype=np.float64).reshape(-1, 2)
     return array[:, 0].copy(), array[:, 1].copy()

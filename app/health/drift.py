@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.calibration import evaluate, reliability_bins
+from app.calibration.segments import POOLED_SEGMENT
 from app.feedback import repository as feedback
 from app.registry import artifacts
 from app.registry.models import ModelVersion
@@ -29,10 +30,16 @@ class RecentCalibration:
 
 
 def recent_calibration(session: Session, model: ModelVersion, *, window: int) -> RecentCalibration:
-    """The version applied to at most ``window`` of the newest records it was not trained on."""
+    """The version applied to at most ``window`` of the newest records it was not trained on.
+
+    ``_pooled`` holds no feedback of its own: it trains, and is validated, on every segment's,
+    so its recent records are every segment's too (its validation ECE is then the like-for-like
+    reference; the segments it serves alone differ from the pooled map by design).
+    """
     after_id = model.last_feedback_id or 0
+    segment = None if model.segment == POOLED_SEGMENT else model.segment
     scores, labels = feedback.recent_scores_labels(
-        session, segment=model.segment, after_id=after_id, limit=window
+        session, segment=segment, after_id=after_id, limit=window
     )
     n = int(scores.shape[0])
     if n == 0:

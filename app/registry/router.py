@@ -53,10 +53,37 @@ def list_models(
     )
 
 
-@router.get("/v1/models/active", dependencies=_read, responses=responses(401, 403, 404, 422, 503))
-def active_model(session: ReadSession, segment: SegmentQuery = DEFAULT_SEGMENT) -> ModelVersionRead:
-    """The active version's metadata."""
-    return service.to_read(service.get_active(session, segment=segment))
+_SERVING_HEADER_DOC = {
+    CALIBRATOR_SEGMENT_HEADER: {
+        "description": "The segment whose calibrator this is ('_pooled': fallback)",
+        "schema": {"type": "string"},
+    }
+}
+
+
+@router.get(
+    "/v1/models/active",
+    dependencies=_read,
+    responses={
+        200: {
+            "description": "The model that serves the segment: its own active version, else "
+            "the active '_pooled' one (its `segment` is then '_pooled')",
+            "headers": _SERVING_HEADER_DOC,
+        },
+        **responses(401, 403, 404, 422, 503),
+    },
+)
+def active_model(
+    session: ReadSession, response: Response, segment: SegmentQuery = DEFAULT_SEGMENT
+) -> ModelVersionRead:
+    """The metadata of the version serving the segment, by the same rule as the artifact.
+
+    A segment without an active model of its own is served by the active ``_pooled`` model;
+    the ``X-Calibrator-Segment`` header (and the body's ``segment``) say which answered.
+    """
+    model = service.get_serving(session, segment=segment)
+    response.headers[CALIBRATOR_SEGMENT_HEADER] = model.segment
+    return service.to_read(model)
 
 
 def _etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -74,12 +101,7 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
         200: {
             "description": "The portable calibrator (calibrator/v1 JSON); ETag is its sha256",
             "content": {"application/json": {"schema": {"type": "object"}}},
-            "headers": {
-                CALIBRATOR_SEGMENT_HEADER: {
-                    "description": "The segment whose calibrator this is ('_pooled': fallback)",
-                    "schema": {"type": "string"},
-                }
-            },
+            "headers": _SERVING_HEADER_DOC,
         },
         304: {"description": "Not modified: the If-None-Match ETag is still current"},
         **responses(401, 403, 404, 422, 503),
@@ -181,7 +203,10 @@ def activate_model(
     tags=["calibrate"],
     dependencies=_read,
     response_model=CalibrateResponse,
-    responses=responses(400, 401, 403, 404, 413, 422, 503),
+    responses={
+        200: {"description": "The calibrated scores", "headers": _SERVING_HEADER_DOC},
+        **responses(400, 401, 403, 404, 413, 422, 503),
+    },
 )
 async def calibrate(payload: CalibrateRequest, request: Request) -> Response:
     """Apply the segment's active calibrator (else the pooled one) to raw scores, server-side."""

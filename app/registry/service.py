@@ -32,15 +32,6 @@ def get_version(session: Session, *, segment: str, version: int) -> ModelVersion
     return model
 
 
-def get_active(session: Session, *, segment: str) -> ModelVersion:
-    model = repository.get_active(session, segment)
-    if model is None:
-        raise NotFoundError(
-            f"segment '{segment}' has no active model yet; start a training run first"
-        )
-    return model
-
-
 def find_active(session: Session, *, segment: str) -> ModelVersion | None:
     return repository.get_active(session, segment)
 

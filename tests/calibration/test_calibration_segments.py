@@ -161,3 +161,59 @@ def test_bad_input_names_the_problem() -> None:
         SegmentSpread.from_dict(
             {"tau_intercept": 1.0, "tau_slope": -1, "center": 0, "n_segments": 3}
         )
+
+
+def test_small_segments_are_pulled_toward_the_typical_segment_not_the_largest() -> None:
+    # One segment of 4,000 labels runs 1.5 above the others on the log-odds; 30 segments of
+    # 30 labels share one map. The pooled fit leans toward the big one; the prior mean does not.
+    sizes = [4000] + [30] * 30
+    shifts = [1.5] + [0.0] * 30
+    scores, labels, names, truths = simulate(sizes, shifts, seed=7)
+    result = fit_segments(scores, labels, names)
+    spread = SegmentSpread.from_dict(result[POOLED_SEGMENT].selection["segment_spread"])
+    assert spread.mean_intercept < -0.5
+    small = [f"s{i:02d}" for i in range(1, 31)]
+    without_mean = SegmentSpread(
+        spread.tau_intercept, spread.tau_slope, spread.center, spread.n_segments
+    )
+    errors, errors_without = [], []
+    for name in small:
+        rows = names == name
+        truth = true_map(truths[name], GRID)
+        errors.append(np.abs(result[name].predict(GRID) - truth).mean())
+        zero_mean = fit_with_prior(scores[rows], labels[rows], result[POOLED_SEGMENT], without_mean)
+        errors_without.append(np.abs(zero_mean.predict(GRID) - truth).mean())
+    assert np.mean(errors) < 0.7 * np.mean(errors_without)
+
+
+def test_spreads_stored_without_prior_means_read_as_zero_means() -> None:
+    stored = {"tau_intercept": 0.4, "tau_slope": 0.1, "center": -0.2, "n_segments": 8}
+    spread = SegmentSpread.from_dict(stored)
+    assert spread.mean == (0.0, 0.0)
+    assert SegmentSpread.from_dict(spread.to_dict()) == spread
+    with pytest.raises(ValueError, match="segment spread field 'mean_slope'"):
+        SegmentSpread.from_dict({**stored, "mean_slope": "x"})
+
+
+def test_segment_band_contains_its_map_narrows_with_labels_and_covers_the_truth() -> None:
+    sizes = [8, 15, 30, 60, 120, 250, 500, 1000] * 3
+    rng = np.random.default_rng(3)
+    shifts = rng.normal(0.0, 0.5, len(sizes))
+    scores, labels, names, truths = simulate(sizes, shifts, seed=3)
+    result = fit_segments(scores, labels, names)
+    widths, covered = {}, []
+    for name, truth in truths.items():
+        cal = result[name]
+        low, high = cal.predict_interval(GRID)
+        probs = cal.predict(GRID)
+        assert np.all(low <= probs) and np.all(probs <= high)
+        reloaded = load_calibrator(cal.to_artifact())
+        np.testing.assert_array_equal(reloaded.predict_interval(GRID)[0], low)
+        n = int((names == name).sum())
+        widths.setdefault(n, []).append(float(np.mean(high - low)))
+        true = true_map(truth, GRID)
+        covered.append(float(np.mean((low <= true) & (true <= high))))
+    mean_width = [np.mean(widths[n]) for n in sorted(widths)]
+    assert all(a > b for a, b in itertools.pairwise(mean_width))
+    # A 90% band: over 24 segments the share of grid points covered is near 0.9.
+    assert 0.8 <= np.mean(covered) <= 0.99

@@ -106,14 +106,17 @@ def test_a_twenty_label_segment_gets_a_cross_validated_gated_calibrator(
     pooled_probs = load_calibrator(pooled_art).predict(scores)
     assert results["production"]["log_loss"] == pytest.approx(log_loss(labels, pooled_probs))
     assert results["production"]["brier"] == pytest.approx(brier_score_loss(labels, pooled_probs))
-    # The written rule: deploy only if out-of-fold log loss is lower and Brier not higher. A fit
-    # under a pooled prior carries no band, so the band check says it was not made.
+    # The written rule: deploy only if out-of-fold log loss is lower, Brier not higher, and the
+    # out-of-fold outcomes do not contradict the fold candidates' bands (a fit under a pooled
+    # prior carries its posterior band, so the check is made).
     cand, prod = results["candidate"], results["production"]
-    assert results["band_check"] == {
-        "checked": False,
-        "reason": "the fold candidates carry no band",
-    }
-    rule = cand["log_loss"] < prod["log_loss"] and cand["brier"] <= prod["brier"]
+    band_check = results["band_check"]
+    assert band_check["checked"] is True and band_check["level"] == 0.9
+    rule = (
+        cand["log_loss"] < prod["log_loss"]
+        and cand["brier"] <= prod["brier"]
+        and band_check["consistent"]
+    )
     assert results["deployed"] is rule
     assert results["prior"]["source"] == "pooled" and results["prior"]["segment"] == POOLED
     # 80% right at every score: the segment's own evidence beats the pooled map.
@@ -122,6 +125,16 @@ def test_a_twenty_label_segment_gets_a_cross_validated_gated_calibrator(
     own = artifact(client, "tiny")
     assert own.headers["X-Calibrator-Segment"] == "tiny"
     assert own.json()["segment"] == "tiny"
+    # Its 90% band, from the correction's posterior and the pooled band, holds its map and is
+    # wider than the pooled band: 20 labels say less than 1,200.
+    band, pooled_band = own.json()["band"], pooled_art["band"]
+    assert band["level"] == 0.9
+    own_cal = load_calibrator(own.json())
+    x = np.asarray(band["x"])
+    assert np.all(np.asarray(band["low"]) <= own_cal.predict(x) + 1e-12)
+    assert np.all(own_cal.predict(x) <= np.asarray(band["high"]) + 1e-12)
+    width = np.mean(np.subtract(band["high"], band["low"]))
+    assert width > np.mean(np.subtract(pooled_band["high"], pooled_band["low"]))
     stats = client.get("/v1/feedback/stats").json()["by_segment"]["tiny"]
     assert stats["served_by"] == "tiny"
     assert 0.0 < stats["pooling_weight"] < 1.0
@@ -207,3 +220,68 @@ def test_health_does_not_alert_on_small_segments_served_by_pooling(client: TestC
     page = client.get("/dashboard")
     assert page.status_code == 200
     assert "pooling weight" in page.text and POOLED in page.text
+
+
+def test_a_single_segment_served_by_pooling_looks_the_same_on_every_endpoint(
+    client: TestClient,
+) -> None:
+    """One segment ("default"): its own candidate equals the pooled map and is not deployed,
+    so ``_pooled`` serves it; metadata, artifact and calibrate all say so."""
+    post(client, segment_feedback(300, segment="default", shift=0.0, seed=11))
+    assert client.get("/v1/models/active").status_code == 404
+    assert train(client, segment=POOLED)["status"] == "deployed"
+    run = train(client, segment="default", force=True)
+    assert run["status"] == "rejected", run["reason"]
+
+    meta = client.get("/v1/models/active", params={"segment": "default"})
+    assert meta.status_code == 200
+    assert meta.headers["X-Calibrator-Segment"] == POOLED
+    assert meta.json()["segment"] == POOLED and meta.json()["version"] == 1
+    art = artifact(client, "default")
+    assert art.headers["X-Calibrator-Segment"] == POOLED
+    assert meta.json()["artifact_sha256"] == art.headers["ETag"].strip('"')
+    calibrated = client.post("/v1/calibrate", json={"scores": [0.2, 0.9], "segment": "default"})
+    assert calibrated.headers["X-Calibrator-Segment"] == POOLED
+    assert calibrated.json()["model_version"] == meta.json()["version"]
+    # Its own model, once one is active, answers everywhere instead.
+    own = client.post("/v1/models/default/1/activate")
+    assert own.status_code == 200
+    meta = client.get("/v1/models/active", params={"segment": "default"})
+    assert meta.headers["X-Calibrator-Segment"] == "default"
+    assert meta.json()["segment"] == "default"
+    assert artifact(client, "default").headers["X-Calibrator-Segment"] == "default"
+
+
+def test_health_checks_drift_of_the_pooled_model_on_all_segments(client: TestClient) -> None:
+    seed_segments(client)
+    post(client, segment_feedback(5, segment="few", shift=0.0, seed=3))
+    assert train(client, segment=POOLED)["status"] == "deployed"
+    calm = client.get("/health").json()["checks"]["calibration_drift"]["segments"][POOLED]
+    assert calm["n_recent"] == 0 and calm["recent_ece"] is None
+
+    # The analyzer changed everywhere: its labels flipped, in the big segments and in "few".
+    flipped = []
+    for i, name in enumerate(("alpha", "beta", "gamma", "few")):
+        items = segment_feedback(40 if name != "few" else 8, segment=name, shift=0.0, seed=20 + i)
+        flipped += [{**item, "label": not item["label"]} for item in items]
+    post(client, flipped)
+    report = client.get("/health").json()
+    drift = report["checks"]["calibration_drift"]["segments"][POOLED]
+    assert drift["n_recent"] == 128
+    # Independently: the pooled artifact on the 128 records after its training data.
+    pooled = load_calibrator(artifact(client, POOLED).json())
+    scores = np.array([item["score"] for item in flipped])
+    labels = np.array([item["label"] for item in flipped], dtype=float)
+    probs = pooled.predict(scores)
+    edges = np.linspace(0.0, 1.0, 11)
+    bins = np.clip(np.searchsorted(edges, probs, side="right") - 1, 0, 9)
+    ece = sum(
+        abs(probs[bins == b].mean() - labels[bins == b].mean()) * (bins == b).sum()
+        for b in range(10)
+        if (bins == b).any()
+    ) / len(probs)
+    assert drift["recent_ece"] == pytest.approx(ece)
+    alerts = [a for a in report["alerts"] if a["code"] == "calibration_drift"]
+    assert [a["segment"] for a in alerts] == [POOLED]
+    # "few" is served by the pooled model: its records count there, it raises nothing itself.
+    assert not any(a.get("segment") == "few" for a in report["alerts"])
