@@ -76,7 +76,7 @@ def test_sqlite_post_waits_for_another_writer_then_is_stored(
     holder = threading.Thread(target=hold_the_write_lock)
     holder.start()
     assert locked.wait(10)
-    # The post cannot commit while the lock is held: it waits in a worker thread.
+    # The post cannot commit while the lock is held: it retries between event-loop steps.
     threading.Timer(0.3, release.set).start()
     response = client.post("/v1/feedback", json={"score": 0.25, "label": True, "external_id": "w"})
     holder.join(10)
