@@ -179,9 +179,12 @@ def _train(args: argparse.Namespace) -> int:
         print(f"reason: {run.reason}")
     results = run.evaluation_results or {}
     if results:
+        from app.demo import describe_fit
+
         before, after = results["production"], results["candidate"]
+        print(describe_fit(results))
         print(
-            f"method {results['method']}: ECE {before['ece']:.4f} -> {after['ece']:.4f}, "
+            f"ECE {before['ece']:.4f} -> {after['ece']:.4f}, "
             f"Brier {before['brier']:.4f} -> {after['brier']:.4f}"
         )
     return 1 if run.status == "failed" else 0

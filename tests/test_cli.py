@@ -123,6 +123,11 @@ def test_train_status_and_models_commands(
     code, out, _ = run(capsys, "train", "--wait", "--url", live_server)
     assert code == 0
     assert "training run 1 (default): deployed" in out and "ECE" in out
+    # An auto fit is an average of maps, stored as a table: the command names the average.
+    weights = httpx.get(f"{live_server}/v1/training-runs/1").json()["evaluation_results"]
+    used = [name for name, w in weights["selection"]["weights"].items() if w > 0]
+    assert "fit: average of " in out and all(name in out for name in used)
+    assert "method isotonic" not in out
     run(capsys, "train", "--wait", "--force", "--url", live_server)
 
     code, out, _ = run(capsys, "models", "list", "--url", live_server)
