@@ -35,6 +35,8 @@ from sqlalchemy.types import TypeDecorator
 from app.config import Settings
 
 POOL_TIMEOUT_SECONDS = 10
+# How long a SQLite writer waits for another connection's write lock.
+SQLITE_BUSY_TIMEOUT_S = 30
 logger = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
@@ -107,7 +109,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
         # Checkpoint every ~40 MB of WAL instead of 4 MB: index pages rewritten by consecutive
         # batches are copied back once, not per batch (+~10% batch ingestion, measured).
         cursor.execute("PRAGMA wal_autocheckpoint=10000")
@@ -210,10 +212,9 @@ class HotPath(Protocol):
 # The hot path's SQLite connection checkpoints the WAL off the event loop every so many commits.
 _CHECKPOINT_EVERY = 2000
 # While another connection holds SQLite's write lock, a hot-path write retries this often
-# (doubling from the first wait to the longest), for as long as other writers wait for it.
+# (doubling from the first wait to the longest), up to SQLITE_BUSY_TIMEOUT_S as other writers.
 _BUSY_FIRST_WAIT_S = 0.0005
 _BUSY_MAX_WAIT_S = 0.01
-_BUSY_TIMEOUT_S = 30.0
 
 
 class _SqliteWriter:
@@ -265,6 +266,12 @@ class _SqliteWriter:
             self._checkpointing = asyncio.create_task(self._checkpoint())
         return rows
 
+    def _driver(self) -> sqlite3.Connection:
+        """The hot path's connection, opened again after a failure closed it."""
+        if self._connection is None:
+            self._connection = self._engine.raw_connection()
+        return self._connection.driver_connection
+
     async def _begin(self) -> sqlite3.Connection:
         """BEGIN IMMEDIATE on the hot path's connection, waiting for the write lock while
         another connection holds it, without holding the event loop.
@@ -276,11 +283,9 @@ class _SqliteWriter:
         steps of the event loop.
         """
         wait = _BUSY_FIRST_WAIT_S
-        deadline = asyncio.get_running_loop().time() + _BUSY_TIMEOUT_S
+        deadline = asyncio.get_running_loop().time() + SQLITE_BUSY_TIMEOUT_S
         while True:
-            if self._connection is None:
-                self._connection = self._engine.raw_connection()
-            driver: sqlite3.Connection = self._connection.driver_connection
+            driver = self._driver()
             try:
                 driver.execute("BEGIN IMMEDIATE")
                 return driver
@@ -292,10 +297,8 @@ class _SqliteWriter:
             wait = min(2 * wait, _BUSY_MAX_WAIT_S)
 
     async def read(self, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
-        if self._connection is None:
-            self._connection = self._engine.raw_connection()
         try:
-            return self._connection.driver_connection.execute(statement, parameters).fetchall()
+            return self._driver().execute(statement, parameters).fetchall()
         except sqlite3.Error as exc:
             raise self._failed(exc) from exc
 
