@@ -40,7 +40,7 @@ def test_demo_prints_method_metrics_and_decision(
     fit = re.search(r"fit: average of (.+), stored as an isotonic table;", out)
     assert fit, out
     weights = dict(part.rsplit(" ", 1) for part in fit.group(1).split(", "))
-    assert set(weights) <= {"platt", "platt_flat", "beta", "spline", "isotonic"}
+    assert set(weights) <= {"platt", "platt_flat", "platt_ard", "beta", "spline", "isotonic"}
     # Each weight is printed to 2 decimals, so the sum may miss 1 by 0.005 per weight.
     assert sum(float(w) for w in weights.values()) == pytest.approx(1.0, abs=0.005 * len(weights))
     ece = re.search(r"ECE\s+before (\d\.\d+)\s+after (\d\.\d+)", out)

@@ -1,7 +1,8 @@
 """Cross-validated stacking of candidate calibration maps, tabulated as one monotone table.
 
 The candidates (Platt, beta and a monotone spline, each shrunk toward the
-reference map by evidence, and shrunk isotonic regression) are combined by a
+reference map by evidence, Platt also unshrunk and with one prior precision per
+weight, and shrunk isotonic regression) are combined by a
 linear pool whose weights on the simplex maximise the out-of-fold log score:
 stacking of predictive distributions (Breiman 1996, "Stacked regressions",
 Machine Learning 24; Yao, Vehtari, Simpson & Gelman 2018, "Using stacking to
@@ -22,6 +23,7 @@ from app.calibration.priors import (
     LogisticMap,
     Reference,
     fit_beta_prior,
+    fit_platt_ard,
     fit_platt_flat,
     fit_platt_prior,
     fit_spline_prior,
@@ -69,6 +71,7 @@ def _fit_isotonic_candidate(
 CANDIDATES: dict[str, Candidate] = {
     "platt": fit_platt_prior,
     "platt_flat": fit_platt_flat,
+    "platt_ard": fit_platt_ard,
     "beta": fit_beta_prior,
     "spline": fit_spline_prior,
     "isotonic": _fit_isotonic_candidate,

@@ -3,7 +3,8 @@
 Every parametric candidate of ``fit_calibrator(method="auto")`` recalibrates a
 reference probability ``u = prior(p)`` (``u = p`` without a prior):
 
-- Platt: ``logit q = a·logit(u) + c``, centred on ``a = 1, c = 0``;
+- Platt: ``logit q = a·logit(u) + c``, centred on ``a = 1, c = 0``, once with one prior
+  precision for both weights and once with one per weight (automatic relevance determination);
 - beta (Kull, Silva Filho & Flach 2017): ``logit q = a·ln u - b·ln(1 - u) + c``,
   centred on ``a = b = 1, c = 0``;
 - a monotone spline: ``logit q = a·logit(u) + c + Σ_j w_j I_j(logit u)`` with
@@ -313,6 +314,29 @@ def fit_platt_flat(
     flat = np.array([LAMBDA_MIN])
     fit = evidence_fit(f, y, np.array([1.0, 0.0]), np.array([0, 0]), 1, rng, flat)
     return LogisticMap("platt_flat", reference, _platt_features, fit)
+
+
+def fit_platt_ard(
+    p: FloatArray,
+    y: FloatArray,
+    reference: Reference,
+    rng: np.random.Generator,
+    lam: FloatArray | None = None,
+) -> LogisticMap:
+    """Platt on the reference's log-odds with one prior precision per weight, each by evidence.
+
+    Automatic relevance determination (MacKay 1994, "Bayesian non-linear modelling for
+    the prediction competition", ASHRAE Transactions 100(2); Tipping 2001, "Sparse Bayesian
+    learning and the relevance vector machine", JMLR 1): a slope and an intercept shrunk
+    with a shared precision are shrunk as much as the one of them farthest from the
+    reference allows. Apart, the evidence can pin the intercept to the reference's (the
+    one-parameter map ``logit q = a·logit(u)``, temperature scaling of Guo et al. 2017,
+    "On calibration of modern neural networks", ICML) while the slope moves freely, or
+    the reverse, and frees both when the labels need them.
+    """
+    f = _platt_features(reference(p))
+    fit = evidence_fit(f, y, np.array([1.0, 0.0]), np.array([0, 1]), 1, rng, lam)
+    return LogisticMap("platt_ard", reference, _platt_features, fit)
 
 
 def fit_beta_prior(

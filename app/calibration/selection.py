@@ -28,7 +28,7 @@ CV_MAX_SAMPLES = 20_000
 # them on a subsample keeps the 1M-sample fit within a few isotonic fits.
 SMOOTH_MAX_SAMPLES = 100_000
 MAX_SPLITS = 5
-SIMPLE = ("platt", "platt_flat")
+SIMPLE = ("platt", "platt_flat", "platt_ard")
 # Bayesian-bootstrap reweightings the stacking weights are averaged over.
 N_BAGS = 16
 # Paired standard errors of out-of-fold log-loss gain at which the stack is
@@ -148,11 +148,12 @@ def fit_average(
             weights = bagged_stacking_weights(oof, y_cv, rng, N_BAGS)
             per_sample = [_per_sample_log_loss(oof[:, j], y_cv) for j in range(len(names))]
             stacked = _per_sample_log_loss(oof @ weights, y_cv)
-            # The simple family: Platt shrunk toward the prior and Platt unshrunk,
-            # stacked on their own (how far to trust the prior). The full stack must
-            # earn its extra flexibility: its gain over the simple stack, in paired
-            # standard errors of the per-sample log loss, sets how far the weights
-            # move from the simple stack (all of the way from GAIN_SE errors on).
+            # The simple family: Platt shrunk toward the prior (one precision for
+            # both weights, or one each) and Platt unshrunk, stacked on their own
+            # (how far to trust the prior). The full stack must earn its extra
+            # flexibility: its gain over the simple stack, in paired standard
+            # errors of the per-sample log loss, sets how far the weights move
+            # from the simple stack (all of the way from GAIN_SE errors on).
             simple_cols = [names.index(m) for m in SIMPLE if m in names]
             simple = np.zeros(len(names))
             simple[simple_cols] = bagged_stacking_weights(oof[:, simple_cols], y_cv, rng, N_BAGS)
@@ -205,9 +206,10 @@ def fit_calibrator(
         0/1 outcomes (ints, floats or booleans); at least 2 of each class.
     method : {"auto", "identity", "platt", "beta", "isotonic", "histogram"}, default="auto"
         ``"auto"`` averages Platt, beta and a monotone spline (each a posterior
-        mode shrunk toward ``prior`` with a strength learned by evidence) and
-        shrunk isotonic regression, weighted by cross-validated stacking
-        (k <= 5 stratified folds); the average is stored as an isotonic table.
+        mode shrunk toward ``prior`` with a strength learned by evidence), Platt
+        with one such strength per weight, unshrunk Platt and shrunk isotonic
+        regression, weighted by cross-validated stacking (k <= 5 stratified
+        folds); the average is stored as an isotonic table.
         A named method is the plain maximum-likelihood fit of that map.
     random_state : int or None, default=0
         Seeds the CV folds and the subsamples taken at large n.
