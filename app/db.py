@@ -420,23 +420,30 @@ class _PostgresWriter:
     async def run(self, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
         if len(self._queue) >= MAX_QUEUED:
             raise PoolTimeoutError(f"{MAX_QUEUED} hot-path statements are waiting already")
-        queued = _Queued(statement, parameters, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        queued = _Queued(statement, parameters, loop.create_future())
         self._queue.append(queued)
         if self._committing < GROUP_COMMITTERS:
             self._committing += 1
             task = asyncio.create_task(self._commit_queue())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        # A timer, not asyncio.timeout and shield (a few us less per post). A caller that goes
+        # away cancels its future only: its statement's outcome is left to its group.
+        timer = loop.call_later(POOL_TIMEOUT_SECONDS, self._expire, queued)
         try:
-            async with asyncio.timeout(POOL_TIMEOUT_SECONDS):
-                # Shielded: a caller that goes away leaves its statement's outcome to its group.
-                return await asyncio.shield(queued.future)
-        except TimeoutError:
-            with contextlib.suppress(ValueError):
-                self._queue.remove(queued)  # not sent yet: it never will be
-            raise PoolTimeoutError(
-                f"no hot-path transaction committed within {POOL_TIMEOUT_SECONDS} s"
-            ) from None
+            return await queued.future
+        finally:
+            timer.cancel()
+
+    def _expire(self, queued: _Queued) -> None:
+        if queued.future.done():
+            return
+        with contextlib.suppress(ValueError):
+            self._queue.remove(queued)  # not sent yet: it never will be
+        queued.future.set_exception(
+            PoolTimeoutError(f"no hot-path transaction committed within {POOL_TIMEOUT_SECONDS} s")
+        )
 
     async def _commit_queue(self) -> None:
         """Commit groups until the queue is empty (a group collects while this one commits)."""
