@@ -24,7 +24,8 @@ import psycopg
 from psycopg import pq
 from psycopg.errors import error_from_result
 
-# Statements prepared per connection at most; beyond, a statement goes unnamed (parsed each time).
+# Statements prepared per connection at most (a failed prepare counts); beyond, a statement goes
+# unnamed (parsed each time).
 MAX_PREPARED = 64
 _SESSION = "SET TIME ZONE 'UTC'; SET DateStyle TO 'ISO'"
 _OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
@@ -69,6 +70,7 @@ class PipelinedConnection:
         self._pgconn = connection.pgconn
         self._encoding = connection.info.encoding
         self._names: dict[str, bytes] = {}  # statement -> prepared name
+        self._prepares = 0  # names given so far: a name is never given twice
         self._loaders: dict[int, Any] = {}  # type oid -> psycopg text loader
         self._loop = asyncio.get_running_loop()
 
@@ -106,8 +108,9 @@ class PipelinedConnection:
             kinds: list[str | None] = []
             for statement, parameters in segment:
                 name = self._names.get(statement)
-                if name is None and len(self._names) < MAX_PREPARED:
-                    name = b"h%d" % len(self._names)
+                if name is None and self._prepares < MAX_PREPARED:
+                    name = b"h%d" % self._prepares
+                    self._prepares += 1
                     pgconn.send_prepare(name, numbered(statement))
                     self._names[statement] = name
                     kinds.append(statement)  # the prepare's result
