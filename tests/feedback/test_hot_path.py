@@ -131,7 +131,14 @@ def test_postgres_hot_path_rows_hold_what_psycopg_reads(clean_database: str) -> 
         " ?::timestamptz, '{\"a\": [1, null, \"\\u00dc\"]}'::json, 'NaN'::float8,"
         " '-Infinity'::float8, 1.5::numeric, NULL::int"
     )
-    parameters = ['it\'s "Ü" ? ', 0.1, 2**62, False, None, "2026-03-04 05:06:07.891011-03:30"]
+    parameters = [
+        'it\'s "Ü" ? ',
+        0.1234567890123456789,
+        2**62,
+        False,
+        None,
+        "2026-03-04 05:06:07.891011-03:30",
+    ]
     dsn = clean_database.replace("postgresql+psycopg://", "postgresql://", 1)
     with psycopg.connect(dsn) as plain:
         expected = plain.execute(statement.replace("?", "%s"), parameters).fetchall()
