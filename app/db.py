@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import sqlite3
 from collections import deque
@@ -15,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
-from psycopg.pq import TransactionStatus
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -33,6 +31,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings
+from app.pg_pipeline import PipelinedConnection
 
 POOL_TIMEOUT_SECONDS = 10
 # How long a SQLite writer waits for another connection's write lock; the pragma says the
@@ -362,19 +361,15 @@ class _SqliteWriter:
         self._engine.dispose()
 
 
-@functools.lru_cache(maxsize=64)
-def _pyformat(statement: str) -> str:
-    """Placeholders are written SQLite's way; psycopg wants %s."""
-    return statement.replace("?", "%s")
-
-
 # Transactions committing at once, each on its connection: while one waits for its COMMIT (the
 # WAL flush), the next group collects, and PostgreSQL flushes both with one fsync when they meet.
 GROUP_COMMITTERS = 2
-# Statements per transaction at most: a group's statements travel in one pipeline.
+# Statements per transaction at most: a group's statements travel in one network write.
 MAX_GROUP = 256
 # Statements waiting for a transaction at most; beyond, a post answers 503 at once.
 MAX_QUEUED = 4096
+# How long a new hot-path connection may take to open.
+CONNECT_TIMEOUT_S = 5
 
 
 @dataclass(eq=False)
@@ -386,25 +381,25 @@ class _Queued:
 
 class _PostgresWriter:
     """Group commit: the statements that arrive while a transaction commits are run together
-    in the next one, through psycopg's async driver (no thread, no SQLAlchemy, which costs ~1 ms
-    of CPU per post here), and each caller gets its rows once that COMMIT has returned.
+    in the next one, on connections in libpq's pipeline mode driven from the event loop (no
+    thread, no SQLAlchemy, no psycopg cursor: see ``app.pg_pipeline``), and each caller gets
+    its rows once that COMMIT has returned.
 
     PostgreSQL makes a commit durable by flushing the WAL to disk (``synchronous_commit`` stays
     on): one fsync, several milliseconds on a slow disk, however many rows the transaction
     holds. PostgreSQL already flushes together the commits of backends that wait at the same
     time (measured here at 8 connections: 0.33-0.38 WAL syncs per autocommit post), a group
     does so by construction (0.07-0.13) and costs the server one transaction instead of one per
-    post. A group travels in one round trip (psycopg's pipeline mode: BEGIN, the statements
-    and COMMIT in one network write; a group of one is one autocommit statement), in the order
-    of arrival: two statements about the same key behave exactly as if they ran one after the
-    other.
+    post. A group is one pipeline segment (its statements and a Sync, which commits them, in
+    one network write), in the order of arrival: two statements about the same key behave
+    exactly as if they ran one after the other.
 
-    When a statement fails, the transaction is rolled back and the group's statements are run
-    again one by one, each in its own transaction: the failing one answers its error, the
-    others their rows. A deadlock with another transaction (two groups, or a group and a
-    batch, holding some of the same new ``external_id`` each) is such a failure: PostgreSQL
-    ends one transaction after ``deadlock_timeout`` (1 s), and its statements then go one by
-    one, each holding one key.
+    When a statement fails, PostgreSQL rolls the segment back, and the group's statements are
+    run again one by one, each in a segment of its own (all in one write): the failing one
+    answers its error, the others their rows. A deadlock with another transaction (two groups,
+    or a group and a batch, holding some of the same new ``external_id`` each) is such a
+    failure: PostgreSQL ends one transaction after ``deadlock_timeout`` (1 s), and its
+    statements then go one by one, each holding one key.
 
     Up to ``GROUP_COMMITTERS`` transactions are in flight, each on a connection kept open
     (starting a PostgreSQL backend per post costs more than the post). Nothing is pinged before
@@ -420,28 +415,35 @@ class _PostgresWriter:
         self._queue: deque[_Queued] = deque()
         self._committing = 0  # committer tasks running
         self._tasks: set[asyncio.Task[None]] = set()
-        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._idle: list[PipelinedConnection] = []
 
     async def run(self, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
         if len(self._queue) >= MAX_QUEUED:
             raise PoolTimeoutError(f"{MAX_QUEUED} hot-path statements are waiting already")
-        queued = _Queued(statement, parameters, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        queued = _Queued(statement, parameters, loop.create_future())
         self._queue.append(queued)
         if self._committing < GROUP_COMMITTERS:
             self._committing += 1
             task = asyncio.create_task(self._commit_queue())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        # A timer, not asyncio.timeout and shield (a few us less per post). A caller that goes
+        # away cancels its future only: its statement's outcome is left to its group.
+        timer = loop.call_later(POOL_TIMEOUT_SECONDS, self._expire, queued)
         try:
-            async with asyncio.timeout(POOL_TIMEOUT_SECONDS):
-                # Shielded: a caller that goes away leaves its statement's outcome to its group.
-                return await asyncio.shield(queued.future)
-        except TimeoutError:
-            with contextlib.suppress(ValueError):
-                self._queue.remove(queued)  # not sent yet: it never will be
-            raise PoolTimeoutError(
-                f"no hot-path transaction committed within {POOL_TIMEOUT_SECONDS} s"
-            ) from None
+            return await queued.future
+        finally:
+            timer.cancel()
+
+    def _expire(self, queued: _Queued) -> None:
+        if queued.future.done():
+            return
+        with contextlib.suppress(ValueError):
+            self._queue.remove(queued)  # not sent yet: it never will be
+        queued.future.set_exception(
+            PoolTimeoutError(f"no hot-path transaction committed within {POOL_TIMEOUT_SECONDS} s")
+        )
 
     async def _commit_queue(self) -> None:
         """Commit groups until the queue is empty (a group collects while this one commits)."""
@@ -460,15 +462,16 @@ class _PostgresWriter:
             _fail(group, exc)
             return
         try:
-            reusable = await _commit_on(connection, group)
+            await _commit_on(connection, group)
+        except psycopg.Error as exc:  # the connection failed: the outcome is unknown
+            await _close_quietly(connection)
+            _fail(group, _wrapped(exc, connection))
+            return
         except BaseException:  # cancelled by close(): the outcome is unknown
             await _close_quietly(connection)
             _fail(group, _stopped())
             raise
-        if reusable:
-            self._idle.append(connection)
-        else:
-            await _close_quietly(connection)
+        self._idle.append(connection)
 
     async def close(self) -> None:
         tasks = list(self._tasks)
@@ -487,15 +490,15 @@ READERS = 4
 
 
 class _PostgresReader:
-    """Autocommit reads on connections of their own, kept open: one round trip per read, no
-    thread, no ping (a connection that died is found by its read, which answers 503 like any
-    outage, and the next read opens a new one). At most ``READERS`` at once; beyond, a read
-    waits up to ``POOL_TIMEOUT_SECONDS``."""
+    """Reads on pipelined connections of their own, kept open: one round trip per read (a
+    segment of one statement), no thread, no ping (a connection that died is found by its
+    read, which answers 503 like any outage, and the next read opens a new one). At most
+    ``READERS`` at once; beyond, a read waits up to ``POOL_TIMEOUT_SECONDS``."""
 
     def __init__(self, settings: Settings) -> None:
         self._conninfo = _conninfo(settings)
         self._slots: asyncio.Semaphore | None = None  # made in the event loop it belongs to
-        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._idle: list[PipelinedConnection] = []
 
     async def read(self, statement: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
         if self._slots is None:
@@ -510,15 +513,16 @@ class _PostgresReader:
         try:
             connection = self._idle.pop() if self._idle else await _connect(self._conninfo)
             try:
-                cursor = await connection.execute(_pyformat(statement), parameters)
-                rows = await cursor.fetchall()
+                [[answer]] = await connection.exchange([[(statement, parameters)]])
             except BaseException as exc:
                 await _close_quietly(connection)
                 if isinstance(exc, psycopg.Error):
                     raise _wrapped(exc, connection) from exc
                 raise
             self._idle.append(connection)
-            return rows
+            if isinstance(answer, psycopg.Error):
+                raise _wrapped(answer, connection) from answer
+            return answer
         finally:
             self._slots.release()
 
@@ -533,85 +537,36 @@ def _conninfo(settings: Settings) -> str:
     return url.render_as_string(hide_password=False)
 
 
-async def _connect(conninfo: str) -> psycopg.AsyncConnection[Any]:
+async def _connect(conninfo: str) -> PipelinedConnection:
     try:
-        return await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=5)
+        return await PipelinedConnection.connect(conninfo, timeout=CONNECT_TIMEOUT_S)
     except psycopg.Error as exc:
         raise DBAPIError.instance(
             None, None, exc, psycopg.Error, connection_invalidated=True
         ) from exc
 
 
-async def _commit_on(connection: psycopg.AsyncConnection[Any], group: list[_Queued]) -> bool:
-    """Commit the group in one transaction, or else each statement in its own; whether the
-    connection can be used again."""
-    try:
-        _answer(group, await _run_in_one_transaction(connection, group))
-        return True
-    except psycopg.Error as exc:
-        if connection.broken or len(group) == 1:
-            _fail(group, _wrapped(exc, connection))
-            return await _rolled_back(connection)
-    if not await _rolled_back(connection):
-        _fail(group, _stopped())
-        return False
-    for index, queued in enumerate(group):
-        try:
-            _answer([queued], await _run_in_one_transaction(connection, [queued]))
-        except psycopg.Error as exc:
-            _fail([queued], _wrapped(exc, connection))
-            if not await _rolled_back(connection):
-                _fail(group[index + 1 :], _wrapped(exc, connection))
-                return False
-    return True
+async def _commit_on(connection: PipelinedConnection, group: list[_Queued]) -> None:
+    """Commit the group in one transaction, or else each statement in its own; raises
+    ``psycopg.Error`` when the connection fails (its statements' outcome is then unknown)."""
+    statements = [(queued.statement, queued.parameters) for queued in group]
+    [answers] = await connection.exchange([statements])
+    if len(group) > 1 and any(isinstance(answer, psycopg.Error) for answer in answers):
+        # The segment was rolled back: each statement again, in a transaction of its own.
+        answers = [answer for [answer] in await connection.exchange([[s] for s in statements])]
+    for queued, answer in zip(group, answers, strict=True):
+        if queued.future.done():  # its caller was cancelled
+            continue
+        if isinstance(answer, psycopg.Error):
+            queued.future.set_exception(_wrapped(answer, connection))
+        else:
+            queued.future.set_result(answer)
 
 
-async def _rolled_back(connection: psycopg.AsyncConnection[Any]) -> bool:
-    """Roll back what a failed statement left; whether the connection is still usable."""
-    if connection.broken or connection.closed:
-        return False
-    try:
-        if connection.info.transaction_status != TransactionStatus.IDLE:
-            await connection.execute("ROLLBACK")
-    except psycopg.Error:
-        return False
-    return True
-
-
-async def _run_in_one_transaction(
-    connection: psycopg.AsyncConnection[Any], group: list[_Queued]
-) -> list[list[tuple[Any, ...]]]:
-    """The rows of each statement, in order, run in one transaction that is committed here.
-
-    One round trip: a statement alone runs in autocommit; a group's BEGIN, statements and
-    COMMIT leave in one pipeline, and their results are read once COMMIT has returned (each
-    statement has a cursor of its own to hold them). A pipeline costs several waits for the
-    socket, so a group of one, the rule at low load, goes without.
-    """
-    if len(group) == 1:
-        cursor = await connection.execute(_pyformat(group[0].statement), group[0].parameters)
-        return [await cursor.fetchall() if cursor.description else []]
-    cursors = []
-    async with connection.pipeline():
-        await connection.execute("BEGIN")
-        for queued in group:
-            cursor = connection.cursor()
-            await cursor.execute(_pyformat(queued.statement), queued.parameters)
-            cursors.append(cursor)
-        await connection.execute("COMMIT")
-    return [await cursor.fetchall() if cursor.description else [] for cursor in cursors]
-
-
-def _wrapped(exc: psycopg.Error, connection: psycopg.AsyncConnection[Any]) -> DBAPIError:
+def _wrapped(exc: psycopg.Error, connection: PipelinedConnection) -> DBAPIError:
     return DBAPIError.instance(
         None, None, exc, psycopg.Error, connection_invalidated=connection.broken
     )
-
-
-def _answer(group: list[_Queued], results: list[list[tuple[Any, ...]]]) -> None:
-    for queued, rows in zip(group, results, strict=True):
-        if not queued.future.done():  # done: its caller was cancelled
-            queued.future.set_result(rows)
 
 
 def _stopped() -> PoolTimeoutError:
@@ -624,6 +579,6 @@ def _fail(group: list[_Queued], exc: BaseException) -> None:
             queued.future.set_exception(exc)
 
 
-async def _close_quietly(connection: psycopg.AsyncConnection[Any]) -> None:
+async def _close_quietly(connection: PipelinedConnection) -> None:
     with contextlib.suppress(Exception):
         await connection.close()

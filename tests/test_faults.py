@@ -131,7 +131,12 @@ def test_database_outage_answers_503_and_loses_no_acknowledged_record(
         posters = [threading.Thread(target=post_forever) for _ in range(3)]
         for poster in posters:
             poster.start()
-        time.sleep(1.0)
+        # Posts are acknowledged before the cut: wait for the first (a loaded machine may take
+        # over a second for it), then let them go on a moment.
+        deadline = time.monotonic() + 30
+        while not acknowledged and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
         before_cut = len(acknowledged)
         proxy.cut()
         time.sleep(1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import jinja2
 from fastapi import APIRouter, Depends, Request, Response
@@ -42,12 +42,21 @@ def _when(moment: datetime | None) -> str:
     return "—" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _fit(version: Any) -> str:
+    """A version's method, or for an averaged fit (stored as a table) the maps it averaged."""
+    averaged = version.metrics.get("averaged")
+    if not averaged or len(averaged) < 2:
+        return version.method
+    parts = sorted(averaged.items(), key=lambda item: -item[1])
+    return "average: " + ", ".join(f"{name} {weight:.2f}" for name, weight in parts)
+
+
 _environment = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
-_environment.filters.update(number=_number, age=_age, when=_when)
+_environment.filters.update(number=_number, age=_age, when=_when, fit=_fit)
 templates = Jinja2Templates(env=_environment)
 
 

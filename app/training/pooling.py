@@ -167,6 +167,11 @@ def model_metrics(
     selection = evaluation.calibrator.selection or {}
     metrics = dict(evaluation.metrics)
     metrics["prior"] = prior_used
+    weights = selection.get("weights")
+    if weights:
+        # An auto fit is stored as one table (the version's ``method``); what it averaged, and
+        # how, is kept here for the operator (the dashboard's "method" column shows it).
+        metrics["averaged"] = {name: weight for name, weight in weights.items() if weight > 0.0}
     if "segment_spread" in selection:
         metrics["segment_spread"] = selection["segment_spread"]
     pooling = selection.get("pooling")

@@ -81,7 +81,14 @@ def test_page_lists_segments_versions_runs_and_alerts(seeded: TestClient) -> Non
     assert set(segments) == {"default", "sparse"}
     default = segments["default"]
     assert default["active version"] == "v1"
-    assert default["method"] == v1["method"]
+    # v1 is an auto fit: an average of maps stored as one table. The column names what the
+    # training run averaged, by weight, as its selection record says.
+    run = seeded.get(f"/v1/training-runs/{v1['training_run_id']}").json()
+    weights = run["evaluation_results"]["selection"]["weights"]
+    used = sorted(((w, name) for name, w in weights.items() if w > 0), reverse=True)
+    assert len(used) >= 2 and v1["method"] == "isotonic"
+    expected_fit = "average: " + ", ".join(f"{name} {w:.2f}" for w, name in used)
+    assert default["method"] == expected_fit
     assert default["ece"] == f"{v1['metrics']['ece']:.4f}"
     assert default["brier"] == f"{v1['metrics']['brier']:.4f}"
     assert default["samples"] == "520"
@@ -97,6 +104,7 @@ def test_page_lists_segments_versions_runs_and_alerts(seeded: TestClient) -> Non
         ("v1", "active"),
     ]
     assert versions[1]["ece"] == f"{v1['metrics']['ece']:.4f}"
+    assert versions[1]["method"] == expected_fit
 
     runs = page.table("runs")
     stored_runs = seeded.get("/v1/training-runs").json()["items"]

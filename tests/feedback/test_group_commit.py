@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
+from app import db
 from app.config import Settings
 from app.db import Database
 from app.devserver import serve_in_thread
@@ -258,3 +260,43 @@ def test_an_unreachable_postgres_answers_503_to_every_waiting_request(
         responses = asyncio.run(run())
     assert [response.status_code for response in responses] == [503] * 22
     assert all(response.headers["Retry-After"].isdigit() for response in responses)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_post_waits_a_bounded_time_and_one_never_sent_is_never_stored(
+    live_server: str, clean_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a lock holds the hot path's transactions, posts answer 503 after the wait limit.
+    Those already sent commit once the lock goes (a timeout leaves the outcome unknown, so a
+    retry with the same external_id answers 200); those still queued are never sent."""
+    monkeypatch.setattr(db, "POOL_TIMEOUT_SECONDS", 1)
+    body = {"score": 0.5, "label": True}
+
+    async def run() -> list[list[httpx.Response]]:
+        async with httpx.AsyncClient(base_url=live_server, timeout=30) as client:
+            assert (await client.post("/v1/feedback", json={**body, "external_id": "a"})).is_success
+            with psycopg.connect(clean_database.replace("+psycopg", "")) as locker:
+                locker.execute("LOCK TABLE feedback IN ACCESS EXCLUSIVE MODE")
+                waves: list[list[Any]] = []
+                for wave, size in enumerate([1, 1, 3]):  # two groups in flight, then a queue
+                    waves.append(
+                        [
+                            asyncio.ensure_future(
+                                client.post(
+                                    "/v1/feedback", json={**body, "external_id": f"w{wave}-{n}"}
+                                )
+                            )
+                            for n in range(size)
+                        ]
+                    )
+                    await asyncio.sleep(0.2)
+                answered = [await asyncio.gather(*wave) for wave in waves]
+                locker.rollback()
+            retry = await client.post("/v1/feedback", json={**body, "external_id": "w0-0"})
+            return [*answered, [retry]]
+
+    *waves, [retry] = asyncio.run(run())
+    assert [[r.status_code for r in wave] for wave in waves] == [[503], [503], [503] * 3]
+    assert retry.status_code == 200
+    keys = {record["external_id"] for record in _stored(clean_database).values()}
+    assert keys == {"a", "w0-0", "w1-0"}

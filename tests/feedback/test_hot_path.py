@@ -3,14 +3,20 @@ SQLite, and dropped PostgreSQL connections."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import sqlite3
 import threading
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
+from sqlalchemy.exc import DBAPIError
 
+from app.config import Settings
+from app.db import Database
 from app.feedback.models import Feedback
 
 
@@ -92,6 +98,9 @@ def test_postgres_connections_ended_by_the_server_answer_503_then_recover(
     client: TestClient, clean_database: str
 ) -> None:
     assert client.post("/v1/feedback", json={"score": 0.5, "label": True}).status_code == 201
+    artifact = {"If-None-Match": '"x"'}
+    # The serving path reads on connections of its own: no model yet, 404.
+    assert client.get("/v1/models/active/artifact", headers=artifact).status_code == 404
     dsn = clean_database.replace("postgresql+psycopg://", "postgresql://", 1)
     database = dsn.rsplit("/", 1)[1]
     with psycopg.connect(dsn.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
@@ -106,4 +115,66 @@ def test_postgres_connections_ended_by_the_server_answer_503_then_recover(
     assert failed.headers["Retry-After"].isdigit()
     retried = client.post("/v1/feedback", json={"score": 0.5, "label": True, "external_id": "x"})
     assert retried.status_code == 201
+    reads = [client.get("/v1/models/active/artifact", headers=artifact) for _ in range(2)]
+    assert [read.status_code for read in reads] == [503, 404]
     assert _stored_ids(clean_database) == [(1, None), (retried.json()["id"], "x")]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgres_hot_path_rows_hold_what_psycopg_reads(clean_database: str) -> None:
+    """The hot path sends parameters as text and reads results with psycopg's loaders on
+    connections it drives itself: a statement gives the same Python values there as through
+    a plain psycopg cursor, and a statement that fails answers its own error without
+    spoiling the connection."""
+    statement = (
+        "SELECT ?::text, ?::float8, ?::bigint, ?::boolean, ?::text IS NULL,"
+        " ?::timestamptz, '{\"a\": [1, null, \"\\u00dc\"]}'::json, 'NaN'::float8,"
+        " '-Infinity'::float8, 1.5::numeric, NULL::int"
+    )
+    parameters = [
+        'it\'s "Ü" ? ',
+        0.1234567890123456789,
+        2**62,
+        False,
+        None,
+        "2026-03-04 05:06:07.891011-03:30",
+    ]
+    dsn = clean_database.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(dsn) as plain:
+        expected = plain.execute(statement.replace("?", "%s"), parameters).fetchall()
+
+    async def run() -> tuple[list, Exception, list]:
+        database = Database(Settings(database_url=clean_database, env="test"))
+        try:
+            written = await database.write_one(statement, parameters)
+            read = await database.read_one(statement, parameters)
+            assert _comparable(written) == _comparable(read)
+            with pytest.raises(DBAPIError) as refused:
+                await database.read_one("SELECT no_such_column FROM feedback", [])
+            again = await database.read_one(statement, parameters)
+        finally:
+            await database.close_writer()
+            database.dispose()
+        return read, refused.value, again
+
+    read, refused, again = asyncio.run(run())
+    assert _comparable(read) == _comparable(expected)
+    assert [type(value) for value in read[0]] == [type(value) for value in expected[0]]
+    assert isinstance(refused.orig, psycopg.errors.UndefinedColumn)
+    assert _comparable(again) == _comparable(expected)
+
+
+def _comparable(rows: list[tuple]) -> list[tuple]:
+    """NaN as text (NaN != NaN); timestamps in UTC (the hot path's sessions are in UTC, a plain
+    connection in the server's zone: the same instant, another tzinfo)."""
+    return [
+        tuple(
+            value.astimezone(UTC)
+            if isinstance(value, datetime)
+            else "nan"
+            if isinstance(value, float) and math.isnan(value)
+            else value
+            for value in row
+        )
+        for row in rows
+    ]
