@@ -8,8 +8,10 @@ the one place that does it).
 The band is built by the nonparametric bootstrap of the fit (Efron &
 Tibshirani 1993, "An Introduction to the Bootstrap", ch. 6 and 13): the
 candidate maps are refitted on resamples with the stacking weights and prior
-precisions of the full fit, and the spread of the averaged map's log-odds at
-each grid point gives a normal-theory interval there, centred on the fitted map.
+precisions of the full fit (``platt_ard`` relearns its per-weight precisions on each
+resample: see ``selection.RELEARNED_IN_BOOTSTRAP``), and the spread of the averaged
+map's log-odds at each grid point gives a normal-theory interval there, centred on the
+fitted map.
 """
 
 from __future__ import annotations
