@@ -292,9 +292,7 @@ def fit_platt_prior(
     lam: FloatArray | None = None,
 ) -> LogisticMap:
     """Platt on the reference's log-odds, shrunk toward the reference by evidence."""
-    f = _platt_features(reference(p))
-    fit = evidence_fit(f, y, np.array([1.0, 0.0]), np.array([0, 0]), 1, rng, lam)
-    return LogisticMap("platt", reference, _platt_features, fit)
+    return _fit_platt("platt", (0, 0), p, y, reference, rng, lam)
 
 
 def fit_platt_flat(
@@ -310,10 +308,7 @@ def fit_platt_flat(
     two numbers and can shrink too hard by chance; the stack weighs this
     unshrunk fit against the shrunk one, so the data decide how far to trust the prior.
     """
-    f = _platt_features(reference(p))
-    flat = np.array([LAMBDA_MIN])
-    fit = evidence_fit(f, y, np.array([1.0, 0.0]), np.array([0, 0]), 1, rng, flat)
-    return LogisticMap("platt_flat", reference, _platt_features, fit)
+    return _fit_platt("platt_flat", (0, 0), p, y, reference, rng, np.array([LAMBDA_MIN]))
 
 
 def fit_platt_ard(
@@ -334,9 +329,23 @@ def fit_platt_ard(
     "On calibration of modern neural networks", ICML) while the slope moves freely, or
     the reverse, and frees both when the labels need them.
     """
+    return _fit_platt("platt_ard", (0, 1), p, y, reference, rng, lam)
+
+
+def _fit_platt(
+    name: str,
+    groups: tuple[int, int],
+    p: FloatArray,
+    y: FloatArray,
+    reference: Reference,
+    rng: np.random.Generator,
+    lam: FloatArray | None,
+) -> LogisticMap:
+    """Platt's (slope, intercept), centred on the reference (1, 0), with the prior precision
+    groups ``groups`` (``(0, 0)``: one shared; ``(0, 1)``: one each)."""
     f = _platt_features(reference(p))
-    fit = evidence_fit(f, y, np.array([1.0, 0.0]), np.array([0, 1]), 1, rng, lam)
-    return LogisticMap("platt_ard", reference, _platt_features, fit)
+    fit = evidence_fit(f, y, np.array([1.0, 0.0]), np.array(groups), 1, rng, lam)
+    return LogisticMap(name, reference, _platt_features, fit)
 
 
 def fit_beta_prior(
