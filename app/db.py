@@ -166,8 +166,9 @@ class Database:
         """Run one read of the serving path on the event loop and return its rows.
 
         No thread hop, no session, no ping: on SQLite on the hot path's own connection (in WAL
-        mode a read never waits for the write lock), on PostgreSQL on an autocommit connection
-        kept open for reads (``_PostgresReader``), never on a committing group's. Errors are
+        mode a read never waits for the write lock), on PostgreSQL on a connection kept open for
+        reads, as a pipeline segment of its own (``_PostgresReader``), never on a committing
+        group's. Errors are
         raised as ``write_one`` raises them.
         """
         return await self._reader.read(statement, parameters)
