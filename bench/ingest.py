@@ -8,6 +8,10 @@ database. The script stops by itself: sizes are capped and every wait has a dead
 
     .venv/bin/python bench/ingest.py                      # 200k rows, batches of 10k
     .venv/bin/python bench/ingest.py --rows 50000 --backends sqlite
+
+Each path is measured ``--repeat`` times (3 by default), each time on a fresh database, and
+reported as the median: a single timing of the raw insert (about a second) moves by 20% from
+run to run on a shared machine, which is the size of the effect the ratio is meant to show.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import os
 import random
 import sqlite3
+import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -193,11 +199,19 @@ class Result:
 
 
 def measure(
-    label: str, backend: str, fn: Callable[[], float], n: int, results: list[Result]
+    label: str,
+    backend: str,
+    fn: Callable[[], float],
+    n: int,
+    results: list[Result],
+    repeat: int,
 ) -> None:
-    seconds = fn()
+    """Run ``fn`` (which sets up its own fresh database) ``repeat`` times; keep the median."""
+    timings = sorted(fn() for _ in range(repeat))
+    seconds = statistics.median(timings)
     results.append(Result(backend, label, seconds, n))
-    print(f"  {backend:10s} {label:28s} {n / seconds:12,.0f} records/s  ({seconds:.2f} s)")
+    spread = ", ".join(f"{n / t:,.0f}" for t in timings)
+    print(f"  {backend:10s} {label:28s} {n / seconds:12,.0f} records/s  (runs: {spread})")
 
 
 def run(args: argparse.Namespace) -> list[Result]:
@@ -207,49 +221,49 @@ def run(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
     http_paths = [(f"HTTP, {c} client{'s' if c > 1 else ''}", c) for c in args.clients]
 
-    if "sqlite" in args.backends:
-        with sqlite_database() as db:
-            measure(
-                "raw executemany", "sqlite", lambda: raw_sqlite(db.path, work.rows), work.n, results
-            )
-        for label, clients in http_paths:
+    def on_sqlite(insert: Callable[[Path], float]) -> Callable[[], float]:
+        def once() -> float:
+            with sqlite_database() as db:
+                return insert(db.path)
+
+        return once
+
+    def on_postgres(insert: Callable[[str], float]) -> Callable[[], float]:
+        def once() -> float:
+            with postgres_database(args.pg_dsn) as db:
+                return insert(db.dsn)
+
+        return once
+
+    def over_http(fresh: Callable[[], Any], clients: int) -> Callable[[], float]:
+        def once() -> float:
             with (
-                sqlite_database() as db,
+                fresh() as db,
                 running_service(db.url, API_KEY, SCOPES, deadline=deadline) as base,
             ):
-                measure(
-                    label,
-                    "sqlite",
-                    lambda b=base, c=clients: post_batches(b, work.bodies, c, deadline),
-                    work.n,
-                    results,
-                )
+                return post_batches(base, work.bodies, clients, deadline)
+
+        return once
+
+    def measured(label: str, backend: str, fn: Callable[[], float]) -> None:
+        measure(label, backend, fn, work.n, results, args.repeat)
+
+    if "sqlite" in args.backends:
+        measured("raw executemany", "sqlite", on_sqlite(lambda p: raw_sqlite(p, work.rows)))
+        for label, clients in http_paths:
+            measured(label, "sqlite", over_http(sqlite_database, clients))
 
     if "postgresql" in args.backends:
-        with postgres_database(args.pg_dsn) as db:
-            measure(
-                "raw COPY", "postgresql", lambda: raw_pg_copy(db.dsn, work.rows), work.n, results
-            )
-        with postgres_database(args.pg_dsn) as db:
-            measure(
-                "raw executemany",
-                "postgresql",
-                lambda: raw_pg_executemany(db.dsn, work.rows),
-                work.n,
-                results,
-            )
+        measured("raw COPY", "postgresql", on_postgres(lambda d: raw_pg_copy(d, work.rows)))
+        measured(
+            "raw executemany",
+            "postgresql",
+            on_postgres(lambda d: raw_pg_executemany(d, work.rows)),
+        )
         for label, clients in http_paths:
-            with (
-                postgres_database(args.pg_dsn) as db,
-                running_service(db.url, API_KEY, SCOPES, deadline=deadline) as base,
-            ):
-                measure(
-                    label,
-                    "postgresql",
-                    lambda b=base, c=clients: post_batches(b, work.bodies, c, deadline),
-                    work.n,
-                    results,
-                )
+            measured(
+                label, "postgresql", over_http(lambda: postgres_database(args.pg_dsn), clients)
+            )
     return results
 
 
@@ -289,11 +303,14 @@ def main() -> None:
     )
     parser.add_argument("--max-seconds", type=float, default=600, help="give up after this long")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per path; the median counts")
     args = parser.parse_args()
     if not 1 <= args.rows <= MAX_ROWS:
         parser.error(f"--rows must be between 1 and {MAX_ROWS:,}")
     if not 1 <= args.batch_size <= 10_000:
         parser.error("--batch-size must be between 1 and 10,000 (the service's limit)")
+    if not 1 <= args.repeat <= 9:
+        parser.error("--repeat must be between 1 and 9")
     if not all(1 <= c <= 8 for c in args.clients):
         parser.error("--clients must be between 1 and 8")
     host = httpx.URL(args.pg_dsn.replace("postgresql://", "http://", 1)).host

@@ -4,29 +4,34 @@ The reference is ``FeedbackBatchCreate`` (a model per item, then ``service.drive
 single record's row, per item). For 10,000 items that costs several times the insert,
 so batches take a fast path first:
 
-* ``_FAST`` validates the bytes into plain dicts (no model instances, no Python validator per
-  item). Each field carries exactly the constraints of ``FeedbackCreate``, except
+* ``_FAST``, a msgspec decoder, validates the bytes into plain structs in C (no Python code
+  per item; about 4x faster than pydantic's ``validate_json`` into dicts, measured on 10,000
+  items). Each field carries exactly the constraints of ``FeedbackCreate``, except
   ``occurred_at``, which stays text here.
 * ``_fast_rows`` then does, in one loop, what the model's own validator and the row building
   do: reserved segments, NUL characters, metadata size and NaN, the timestamp's UTC text, and
-  the body hash.
+  the body hash (``service.canonical_body_sha256``'s text, written out in the loop).
 
 The fast path only ever accepts a subset of what the reference accepts, and gives the same row
 for it. Anything it does not take (any invalid item, but also a timestamp it does not parse
 itself, such as a date without a time) sends the whole body down the reference path, which
 then decides: so the 422s, their order and wording, and the accepted set are those of the
-reference by construction. ``tests/feedback`` checks both paths give the same rows.
+reference by construction, whatever the two JSON decoders make of odd input (msgspec refuses
+NaN, numbers beyond a double and lone surrogates; those bodies go to the reference too).
+``tests/feedback`` checks both paths give the same rows, body hashes included.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Required
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
-from typing_extensions import TypedDict
+import msgspec
+from pydantic import ValidationError
 
 from app.config import DEFAULT_SEGMENT, RESERVED_SEGMENTS, SEGMENT_PATTERN
 from app.feedback.repository import BatchRow
@@ -34,32 +39,29 @@ from app.feedback.schemas import (
     FeedbackBatchCreate,
     encodes_nul,
 )
-from app.feedback.service import canonical_body_sha256, driver_row
+from app.feedback.service import driver_row
 from app.middleware import max_metadata_bytes
 
 
-class _Item(TypedDict, total=False):
-    # The constraints of FeedbackCreate's fields, field by field.
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+class _Item(msgspec.Struct, forbid_unknown_fields=True):
+    """The constraints of FeedbackCreate's fields, field by field."""
 
-    score: Required[Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=True)]]
-    label: Required[Annotated[bool, Field(strict=True)]]
+    score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    label: bool
     # SEGMENT_PATTERN is checked in _fast_rows, once per distinct segment of the batch.
-    segment: Annotated[str, Field(strict=True)]
-    external_id: Annotated[str | None, Field(min_length=1, max_length=128, strict=True)]
-    source: Annotated[str | None, Field(max_length=128, strict=True)]
+    segment: str = DEFAULT_SEGMENT
+    external_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    source: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     # FeedbackCreate takes only text (or null) here too; _fast_rows parses the forms it knows.
-    occurred_at: Annotated[str | None, Field(strict=True)]
-    metadata: Annotated[dict[str, Any] | None, Field(strict=True)]
+    occurred_at: str | None = None
+    metadata: dict[str, Any] | None = None
 
 
-class _Body(TypedDict):
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
-
+class _Body(msgspec.Struct, forbid_unknown_fields=True):
     items: list[_Item]
 
 
-_FAST = TypeAdapter(_Body)
+_FAST = msgspec.json.Decoder(_Body)
 
 # The timestamps the fast path parses itself: date, "T", time with seconds, up to 6 fraction
 # digits, then "Z", an offset or nothing (naive is UTC). Years 1970-2099 and an offset under a
@@ -97,31 +99,32 @@ def parse_batch(body: bytes) -> list[BatchRow]:
 
 
 def _fast_rows(body: bytes) -> list[BatchRow]:
-    items = _FAST.validate_json(body)["items"]
+    items = _FAST.decode(body).items
     rows: list[BatchRow] = []
     append = rows.append
-    digest_of = canonical_body_sha256
-    make_row = BatchRow._make
+    sha256 = hashlib.sha256
+    new_row = tuple.__new__  # BatchRow._make without its length check: half the cost
     fromisoformat = datetime.fromisoformat
     segments: set[str] = set()  # the batch's segments that passed the checks
     metadata_limit = max_metadata_bytes.get()
     for item in items:
-        get = item.get
-        segment = get("segment", DEFAULT_SEGMENT)
-        external_id = get("external_id")
-        source = get("source")
-        occurred = get("occurred_at")
-        metadata = get("metadata")
+        segment = item.segment
+        external_id = item.external_id
+        source = item.source
+        occurred = item.occurred_at
+        metadata = item.metadata
+        score = item.score
+        label = item.label
         if segment not in segments:
             if segment in RESERVED_SEGMENTS or _SEGMENT.fullmatch(segment) is None:
                 raise _NotFast
             segments.add(segment)
-        if (external_id is not None and "\x00" in external_id) or (
-            source is not None and "\x00" in source
-        ):
+        if source is None:
+            source_json = "null"
+        elif "\x00" in source:
             raise _NotFast
-        score = item["score"]
-        label = item["label"]
+        else:
+            source_json = encode_basestring_ascii(source)
 
         if occurred is None:
             occurred_text = None
@@ -149,16 +152,18 @@ def _fast_rows(body: bytes) -> list[BatchRow]:
                 raise _NotFast
             stored_metadata = _STORED.encode(metadata)
 
-        digest = (
-            None
-            if external_id is None
-            else digest_of(segment, score, label, source, occurred_json, metadata_json)
-        )
-        append(
-            make_row(
-                (external_id, segment, score, label, source, occurred_text, stored_metadata, digest)
-            )
-        )
+        if external_id is None:
+            digest = None
+        else:
+            # service.canonical_body_sha256, inlined: a call per item is a tenth of the loop.
+            if "\x00" in external_id:
+                raise _NotFast
+            digest = sha256(
+                f'["{segment}",{score!r},{"true" if label else "false"},{source_json},'
+                f"{occurred_json},{metadata_json}]".encode()
+            ).hexdigest()
+        row = (external_id, segment, score, label, source, occurred_text, stored_metadata, digest)
+        append(new_row(BatchRow, row))
     return rows
 
 

@@ -226,6 +226,47 @@ def test_what_the_fast_path_leaves_goes_to_the_reference(item: dict[str, object]
     check(body)
 
 
+# Bodies written by hand, where a JSON decoder could differ from pydantic's: the fast path's
+# decoder (msgspec) must refuse them, or read them as the reference reads them.
+_GOOD = '"score": 0.5, "label": true, "external_id": "k"'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"items": [{"score": 1, "label": true, "external_id": "k"}]}',  # an integer score
+        b'{"items": [{"score": 0, "label": false}]}',
+        b'{"items": [{"score": -0.0, "label": false, "external_id": "k"}]}',
+        b'{"items": [{"score": 5e-1, "label": true, "external_id": "k"}]}',
+        b'{"items": [{"score": 0.1000000000000000055511151231257827, "label": true}]}',
+        b'{"items": [{"score": 0.5, "score": 0.7, "label": true, "external_id": "k"}]}',
+        f'{{"items": [{{{_GOOD}, "source": "\\ud800"}}]}}'.encode(),  # a lone surrogate
+        f'{{"items": [{{{_GOOD}, "source": "\\ud83d\\ude00"}}]}}'.encode(),  # a pair
+        f'{{"items": [{{{_GOOD}, "source": "\u00e9\u4e2d"}}]}}'.encode(),  # raw UTF-8
+        f'{{"items": [{{{_GOOD}, "metadata": {{"n": 123456789012345678901234567890}}}}]}}'.encode(),
+        f'{{"items": [{{{_GOOD}, "metadata": {{"x": 1e400}}}}]}}'.encode(),
+        f'{{"items": [{{{_GOOD}, "metadata": {{"x": NaN}}}}]}}'.encode(),
+        f'{{"items": [{{{_GOOD}, "metadata": {{"a": 1, "b": 2, "a": 3}}}}]}}'.encode(),
+        f'{{"items": [{{{_GOOD}, "metadata": {{"x": -0, "y": 1.5E+2}}}}]}}'.encode(),
+        f'{{"items": [{{{_GOOD}}}], "items": []}}'.encode(),  # a repeated key
+        f'\ufeff{{"items": [{{{_GOOD}}}]}}'.encode(),  # a byte order mark
+        f' {{"items": [{{{_GOOD}}}]}}\n'.encode(),
+        f'{{"items": [{{{_GOOD}}}]}} x'.encode(),
+        f'{{"items": [{{{_GOOD}, "segment": null}}]}}'.encode(),
+        f'{{"items": [{{{_GOOD}, "external_id": ""}}]}}'.encode(),
+        f'{{"items": [{{{_GOOD}, "metadata": []}}]}}'.encode(),
+        b'{"items": [{"score": true, "label": true}]}',
+        b'{"items": [{"score": "0.5", "label": true}]}',
+        b'{"items": [{"score": 0.5, "label": 1}]}',
+        b'{"items": null}',
+        b"{}",
+        b"[]",
+    ],
+)
+def test_hand_written_bodies_are_read_as_the_reference_reads_them(body: bytes) -> None:
+    check(body)
+
+
 def test_a_typical_batch_takes_the_fast_path_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     start = datetime(2026, 11, 1, tzinfo=UTC)
     values = [
