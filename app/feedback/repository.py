@@ -177,7 +177,26 @@ def _executemany_skipping_known_ids(
         (external_id, segment, score, label, source, occurred or received, received, meta, digest)
         for external_id, segment, score, label, source, occurred, meta, digest in rows
     ]
-    return connection.exec_driver_sql(_SQLITE_INSERT, parameters).rowcount
+    # Straight to the driver: SQLAlchemy's exec_driver_sql copies every parameter tuple first,
+    # a quarter of the insert's own time (10k rows: 46 ms against 35 ms, measured).
+    driver_connection = connection.connection.driver_connection
+    try:
+        return driver_connection.executemany(_SQLITE_INSERT, parameters).rowcount
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise _driver_error(connection, _SQLITE_INSERT, exc) from exc
+
+
+def _driver_error(connection: Connection, statement: str, exc: Exception) -> DBAPIError:
+    """SQLAlchemy's exception for an error the driver raised outside SQLAlchemy, so the error
+    handlers know it (503 when the database is unreachable)."""
+    closed = getattr(connection.connection.driver_connection, "closed", False)
+    return DBAPIError.instance(
+        statement,
+        None,
+        exc,
+        connection.dialect.loaded_dbapi.Error,
+        connection_invalidated=bool(closed),
+    )
 
 
 def _copy_skipping_known_ids(
@@ -214,14 +233,7 @@ def _copy_skipping_known_ids(
                     )
                 )
     except connection.dialect.loaded_dbapi.Error as exc:
-        # Raised by the driver, not SQLAlchemy: wrap it so an unreachable database is a 503.
-        raise DBAPIError.instance(
-            _PG_COPY,
-            None,
-            exc,
-            connection.dialect.loaded_dbapi.Error,
-            connection_invalidated=driver_connection.closed,
-        ) from exc
+        raise _driver_error(connection, _PG_COPY, exc) from exc
     return connection.exec_driver_sql(_PG_INSERT).rowcount
 
 

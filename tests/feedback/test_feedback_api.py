@@ -226,6 +226,62 @@ def test_bad_batch_item_names_index_and_field_and_stores_nothing(
     assert count(clean_database) == 0
 
 
+def test_a_driver_error_inside_a_batch_is_sqlalchemys_and_stores_nothing(
+    clean_database: str,
+) -> None:
+    """The batch insert goes to the driver without SQLAlchemy: its errors still reach the error
+    handlers as SQLAlchemy's, and the transaction is rolled back whole."""
+    from sqlalchemy.exc import IntegrityError
+
+    from app.db import Database
+    from app.feedback import batch, service
+
+    engine = create_engine(clean_database)
+    with engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON feedback"
+                    " WHEN NEW.external_id = 'refused' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                )
+            )
+        else:
+            connection.execute(
+                text(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                    " IF NEW.external_id = 'refused' THEN"
+                    " RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation'; END IF;"
+                    " RETURN NEW; END $$"
+                )
+            )
+            connection.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON feedback"
+                    " FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            )
+    body = json.dumps(
+        {"items": [batch_item(i, external_id=key) for i, key in enumerate(["a", "refused", "b"])]}
+    ).encode()
+    database = Database(Settings(database_url=clean_database))
+    try:
+        with pytest.raises(IntegrityError), database.session_scope() as session:
+            service.create_feedback_batch(session, rows=batch.parse_batch(body), max_batch_size=10)
+    finally:
+        database.dispose()
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "DROP TRIGGER refuse"
+                    + ("" if connection.dialect.name == "sqlite" else " ON feedback")
+                )
+            )
+            if connection.dialect.name != "sqlite":
+                connection.execute(text("DROP FUNCTION refuse()"))
+        engine.dispose()
+    assert count(clean_database) == 0
+
+
 def test_batch_over_item_limit_is_413(clean_database: str) -> None:
     from app.config import Settings
     from app.main import create_app
