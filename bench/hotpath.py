@@ -40,7 +40,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -48,9 +47,11 @@ import psycopg
 from support import (
     DEFAULT_ADMIN_DSN,
     PROJECT_ROOT,
+    cpu_seconds,
     free_port,
     postgres_database,
     running_service,
+    server_pid,
     sqlite_database,
     stop_process,
 )
@@ -318,24 +319,6 @@ def load(base_url: str, request: Request, connections: int, seconds: float) -> R
         run = run_httpx(base_url, request, connections, seconds)
     run.cpu_seconds = cpu_seconds(pid) - before
     return run
-
-
-def server_pid(base_url: str) -> int:
-    """The process listening on the URL's port (``ss`` from iproute2)."""
-    port = httpx.URL(base_url).port
-    listing = subprocess.run(
-        ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=True
-    ).stdout
-    match = re.search(r"pid=(\d+)", listing)
-    if match is None:
-        raise RuntimeError(f"no process found listening on port {port}")
-    return int(match.group(1))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (fields 14 and 15 of /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the servers -----------------------------------------------------------------------------

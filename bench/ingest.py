@@ -34,7 +34,14 @@ from typing import Any
 
 import httpx
 import psycopg
-from support import DEFAULT_ADMIN_DSN, postgres_database, running_service, sqlite_database
+from support import (
+    DEFAULT_ADMIN_DSN,
+    cpu_seconds,
+    postgres_database,
+    running_service,
+    server_pid,
+    sqlite_database,
+)
 
 MAX_ROWS = 2_000_000
 SEGMENTS = ("default", "contracts", "invoices", "emails")
@@ -98,12 +105,17 @@ def make_workload(n: int, batch_size: int, seed: int) -> Workload:
     return Workload(bodies=bodies, rows=rows, n=n)
 
 
+# Seconds of wall time, and of CPU time where it is measured: the process doing the inserts
+# (this one for sqlite3; the service's server process over HTTP). None on PostgreSQL, whose
+# server does much of the work.
+Timing = tuple[float, float | None]
+
 # --- the raw driver ceiling ------------------------------------------------------------------
 
 _INSERT = f"INSERT INTO feedback ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
-def raw_sqlite(path: Path, rows: list[tuple]) -> float:
+def raw_sqlite(path: Path, rows: list[tuple]) -> Timing:
     """sqlite3 executemany in one transaction, the service's pragmas; the timestamp text is
     formatted the way SQLAlchemy stores it, outside the timing."""
     prepared = [(*row[:4], _sqlite_ts(row[4]), _sqlite_ts(row[5]), row[6], row[7]) for row in rows]
@@ -112,14 +124,14 @@ def raw_sqlite(path: Path, rows: list[tuple]) -> float:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA wal_autocheckpoint=10000")
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         connection.execute("BEGIN IMMEDIATE")
         connection.executemany(_INSERT, prepared)
         connection.execute("COMMIT")
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     finally:
         connection.close()
-    return elapsed
+    return elapsed, cpu
 
 
 _MINIMAL = (
@@ -128,7 +140,7 @@ _MINIMAL = (
 )
 
 
-def raw_sqlite_minimal(path: Path, rows: list[tuple]) -> float:
+def raw_sqlite_minimal(path: Path, rows: list[tuple]) -> Timing:
     """``raw_sqlite`` into a table of the same columns without a key, constraint or index."""
     prepared = [(*row[:4], _sqlite_ts(row[4]), _sqlite_ts(row[5]), row[6], row[7]) for row in rows]
     connection = sqlite3.connect(path, isolation_level=None)
@@ -138,21 +150,21 @@ def raw_sqlite_minimal(path: Path, rows: list[tuple]) -> float:
         connection.execute("PRAGMA wal_autocheckpoint=10000")
         connection.execute(_MINIMAL)
         insert = f"INSERT INTO minimal VALUES ({', '.join('?' * len(COLUMNS))})"
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         connection.execute("BEGIN IMMEDIATE")
         connection.executemany(insert, prepared)
         connection.execute("COMMIT")
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     finally:
         connection.close()
-    return elapsed
+    return elapsed, cpu
 
 
 def _sqlite_ts(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-def raw_pg_copy(dsn: str, rows: list[tuple]) -> float:
+def raw_pg_copy(dsn: str, rows: list[tuple]) -> Timing:
     with psycopg.connect(dsn) as connection:
         start = time.perf_counter()
         with (
@@ -162,17 +174,17 @@ def raw_pg_copy(dsn: str, rows: list[tuple]) -> float:
             for row in rows:
                 copy.write_row(row)
         connection.commit()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, None
 
 
-def raw_pg_executemany(dsn: str, rows: list[tuple]) -> float:
+def raw_pg_executemany(dsn: str, rows: list[tuple]) -> Timing:
     statement = _INSERT.replace("?", "%s")
     with psycopg.connect(dsn) as connection:
         start = time.perf_counter()
         with connection.cursor() as cursor:
             cursor.executemany(statement, rows)
         connection.commit()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, None
 
 
 # --- the service over HTTP -------------------------------------------------------------------
@@ -218,6 +230,12 @@ class Result:
     path: str
     seconds: float
     n: int
+    cpu_seconds: float | None = None
+
+    @property
+    def cpu_us(self) -> float | None:
+        """CPU time per record: what other processes' load changes much less than the rate."""
+        return None if self.cpu_seconds is None else 1e6 * self.cpu_seconds / self.n
 
     @property
     def rate(self) -> float:
@@ -227,17 +245,22 @@ class Result:
 def measure(
     label: str,
     backend: str,
-    fn: Callable[[], float],
+    fn: Callable[[], Timing],
     n: int,
     results: list[Result],
     repeat: int,
 ) -> None:
-    """Run ``fn`` (which sets up its own fresh database) ``repeat`` times; keep the median."""
-    timings = sorted(fn() for _ in range(repeat))
-    seconds = statistics.median(timings)
-    results.append(Result(backend, label, seconds, n))
-    spread = ", ".join(f"{n / t:,.0f}" for t in timings)
-    print(f"  {backend:10s} {label:28s} {n / seconds:12,.0f} records/s  (runs: {spread})")
+    """Run ``fn`` (which sets up its own fresh database) ``repeat`` times; keep the medians."""
+    timings = [fn() for _ in range(repeat)]
+    walls = sorted(wall for wall, _ in timings)
+    cpus = [cpu for _, cpu in timings if cpu is not None]
+    result = Result(
+        backend, label, statistics.median(walls), n, statistics.median(cpus) if cpus else None
+    )
+    results.append(result)
+    spread = ", ".join(f"{n / t:,.0f}" for t in walls)
+    cpu = f", {result.cpu_us:.1f} us CPU/record" if result.cpu_us is not None else ""
+    print(f"  {backend:10s} {label:28s} {result.rate:12,.0f} records/s  (runs: {spread}{cpu})")
 
 
 def run(args: argparse.Namespace) -> list[Result]:
@@ -247,27 +270,32 @@ def run(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
     http_paths = [(f"HTTP, {c} client{'s' if c > 1 else ''}", c) for c in args.clients]
 
-    def on_sqlite(insert: Callable[[Path], float]) -> Callable[[], float]:
-        def once() -> float:
+    def on_sqlite(insert: Callable[[Path], Timing]) -> Callable[[], Timing]:
+        def once() -> Timing:
             with sqlite_database() as db:
                 return insert(db.path)
 
         return once
 
-    def on_postgres(insert: Callable[[str], float]) -> Callable[[], float]:
-        def once() -> float:
+    def on_postgres(insert: Callable[[str], Timing]) -> Callable[[], Timing]:
+        def once() -> Timing:
             with postgres_database(args.pg_dsn) as db:
                 return insert(db.dsn)
 
         return once
 
-    def over_http(fresh: Callable[[], Any], clients: int) -> Callable[[], float]:
-        def once() -> float:
+    def over_http(fresh: Callable[[], Any], clients: int) -> Callable[[], Timing]:
+        def once() -> Timing:
             with (
                 fresh() as db,
                 running_service(db.url, API_KEY, SCOPES, deadline=deadline) as base,
             ):
-                return post_batches(base, work.bodies, clients, deadline)
+                pid = server_pid(base)
+                before = cpu_seconds(pid)
+                wall = post_batches(base, work.bodies, clients, deadline)
+                # On PostgreSQL the database server's work is not in it: no CPU figure there.
+                cpu = cpu_seconds(pid) - before if db.url.startswith("sqlite") else None
+                return wall, cpu
 
         return once
 
@@ -327,6 +355,13 @@ def report(results: list[Result]) -> None:
         " '/ minimal': into a table of the same columns without them;"
         " '/ raw same': against COPY on PostgreSQL, executemany on SQLite)"
     )
+    cpu_raw = next((r.cpu_us for r in results if r.path == "raw executemany" and r.cpu_us), None)
+    for result in results:
+        if result.backend == "sqlite" and "HTTP" in result.path and result.cpu_us and cpu_raw:
+            print(
+                f"CPU per record, {result.path}: {result.cpu_us:.1f} us against {cpu_raw:.1f} us"
+                f" for the raw insert ({cpu_raw / result.cpu_us:.2f} of the raw rate at full CPU)"
+            )
     best = max((r.rate for r in results if r.backend == "sqlite" and "HTTP" in r.path), default=0)
     for name, against in (("raw", ceiling), ("minimal", minimal)):
         if best and against:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -176,3 +177,26 @@ def running_service(
             yield base_url
         finally:
             stop_process(process)
+
+
+# --- what a server process costs ----------------------------------------------------------
+
+
+def server_pid(base_url: str) -> int:
+    """The process listening on the URL's port (``ss`` from iproute2)."""
+    import httpx
+
+    port = httpx.URL(base_url).port
+    listing = subprocess.run(
+        ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    match = re.search(r"pid=(\d+)", listing)
+    if match is None:
+        raise RuntimeError(f"no process found listening on port {port}")
+    return int(match.group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (fields 14 and 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
