@@ -226,6 +226,28 @@ def test_bad_batch_item_names_index_and_field_and_stores_nothing(
     assert count(clean_database) == 0
 
 
+def test_a_batch_whose_last_id_is_known_stores_the_others_in_order(
+    client: TestClient, clean_database: str
+) -> None:
+    """On PostgreSQL the batch is first copied straight into the table; a known id at its very
+    end undoes that copy, and the staging path must then store the rest as if it had not run."""
+    client.post("/v1/feedback", json=batch_item(0, external_id="last"))
+    items = [batch_item(i, external_id=f"n-{i}") for i in range(1, 300)]
+    items.append(batch_item(0, external_id="last"))
+    items.append(batch_item(7, external_id="last"))  # a repeat with another body: a conflict
+    response = client.post("/v1/feedback/batch", json={"items": items})
+    assert response.status_code == 201, response.text
+    assert response.json() == {"inserted": 299, "duplicates": 1, "conflicts": [300]}
+    rows = stored(clean_database)
+    assert [r.external_id for r in rows] == ["last", *(f"n-{i}" for i in range(1, 300))]
+    assert [r.id for r in rows] == sorted(r.id for r in rows)
+    # And a batch of new ids after it takes the direct path again.
+    fresh = [batch_item(i, external_id=f"m-{i}") for i in range(5)]
+    response = client.post("/v1/feedback/batch", json={"items": fresh})
+    assert response.json() == {"inserted": 5, "duplicates": 0, "conflicts": []}
+    assert count(clean_database) == 305
+
+
 def test_a_driver_error_inside_a_batch_is_sqlalchemys_and_stores_nothing(
     clean_database: str,
 ) -> None:
